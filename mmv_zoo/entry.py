@@ -1,0 +1,355 @@
+"""The zoo entry: BioImage.IO model-RDF 0.5 fields plus `config: mmv_zoo:`.
+
+`load_entry` finds an entry (bundled name, folder or rdf.yaml), applies `--set a.b=c` overrides and
+validates everything; every problem becomes an `EntryError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from .errors import EntryError
+from .settings import MmvZooSettings
+from .settings.base import Strict
+from .settings.training import REGRESSION_LOSSES, SEGMENTATION_LOSSES
+
+ZOO_DIR = Path(__file__).parent / "zoo"
+RDF_NAME = "rdf.yaml"
+
+
+class Author(Strict):
+    name: str
+    affiliation: str | None = None
+    email: str | None = None
+    github_user: str | None = None
+    orcid: str | None = None
+
+
+class Cite(Strict):
+    text: str
+    doi: str | None = None
+    url: str | None = None
+
+
+class BatchAxis(Strict):
+    type: Literal["batch"]
+
+
+class ChannelAxis(Strict):
+    type: Literal["channel"]
+    channel_names: list[str] = Field(min_length=1)
+    """One name per channel; its length is the number of channels."""
+
+
+class SpaceAxis(Strict):
+    type: Literal["space"]
+    id: Literal["z", "y", "x"]
+    unit: str | None = None
+    scale: float = 1.0
+    """Physical size of a pixel along this axis (in `unit`)."""
+    description: str | None = None
+
+
+Axis = Annotated[BatchAxis | ChannelAxis | SpaceAxis, Field(discriminator="type")]
+
+
+class Tensor(Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    axes: list[Axis]
+
+    @model_validator(mode="after")
+    def _axes_order(self) -> Tensor:
+        kinds = [a.type for a in self.axes]
+        if kinds[:2] != ["batch", "channel"]:
+            raise ValueError("axes must start with a batch and a channel axis")
+        space = [a.id for a in self.axes[2:] if isinstance(a, SpaceAxis)]
+        if len(space) != len(self.axes) - 2 or space not in (["y", "x"], ["z", "y", "x"]):
+            raise ValueError(f"space axes must be [y, x] or [z, y, x] after batch and channel, got {space}")
+        return self
+
+    @property
+    def channel_names(self) -> list[str]:
+        return self.axes[1].channel_names  # type: ignore[union-attr]
+
+    @property
+    def space_axes(self) -> list[SpaceAxis]:
+        return [a for a in self.axes if isinstance(a, SpaceAxis)]
+
+
+class WeightsSource(Strict):
+    source: str
+    """URL, DOI or path of the weights file or of the package that holds them."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class Weights(Strict):
+    torchscript: WeightsSource | None = None
+    pytorch_state_dict: WeightsSource | None = None
+    onnx: WeightsSource | None = None
+
+
+class EntryConfig(Strict):
+    model_config = ConfigDict(extra="allow")  # other tools may keep their own config keys
+    mmv_zoo: MmvZooSettings
+
+
+class Entry(Strict):
+    """A zoo entry: what the model is (BioImage.IO fields) and how it is trained (config.mmv_zoo)."""
+
+    type: Literal["model"] = "model"
+    format_version: str = Field(default="0.5.4", pattern=r"^0\.5\.\d+$")
+    name: str = Field(min_length=5, max_length=128)
+    description: str
+    authors: list[Author] = Field(min_length=1)
+    cite: list[Cite] = Field(min_length=1)
+    license: str
+    tags: list[str] = []
+    documentation: str | None = None
+    covers: list[str] = []
+    version: str | None = None
+    id: str | None = None
+    git_repo: str | None = None
+    links: list[str] = []
+    training_data: dict[str, Any] | None = None
+    inputs: list[Tensor] = Field(min_length=1, max_length=1)
+    outputs: list[Tensor] = Field(min_length=1, max_length=1)
+    weights: Weights | None = None
+    config: EntryConfig
+
+    @property
+    def mmv(self) -> MmvZooSettings:
+        return self.config.mmv_zoo
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.inputs[0].space_axes)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.inputs[0].channel_names)
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.outputs[0].channel_names)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Entry:
+        """Rules that span sections; each message starts with the field it concerns."""
+        mmv = self.mmv
+        dims = self.spatial_dims
+        in_ids = [a.id for a in self.inputs[0].space_axes]
+        out_ids = [a.id for a in self.outputs[0].space_axes]
+        if in_ids != out_ids:
+            raise ValueError(f"outputs[0].axes: space axes {out_ids} differ from inputs[0].axes {in_ids}")
+        net = mmv.network
+        if net.spatial_dims is not None and net.spatial_dims != dims:
+            raise ValueError(
+                f"config.mmv_zoo.network.spatial_dims: {net.spatial_dims}D network, but inputs[0].axes "
+                f"has {dims} space axes {in_ids}"
+            )
+        try:
+            net.check_dims(dims)
+        except ValueError as e:
+            raise ValueError(f"config.mmv_zoo.network ({net.kind}): {e}") from None
+        patch = mmv.data.patch
+        if len(patch) != dims:
+            raise ValueError(f"config.mmv_zoo.data.patch: {patch} has {len(patch)} values, the axes {in_ids} need {dims}")
+        rules = net.size_rule(dims)
+        bad = [(p, r.fit(p)) for p, r in zip(patch, rules, strict=True) if r.fit(p) != p]
+        if bad:
+            valid = [r.fit(p) for p, r in zip(patch, rules, strict=True)]
+            raise ValueError(
+                f"config.mmv_zoo.data.patch: {patch} does not fit the {net.kind} network "
+                f"(sizes min + k*step with min/step {[(r.min, r.step) for r in rules]}); e.g. use {valid}"
+            )
+        loss = mmv.loss.kind
+        if mmv.task == "segmentation":
+            if loss not in SEGMENTATION_LOSSES:
+                raise ValueError(f"config.mmv_zoo.loss.kind: {loss!r} is a regression loss; segmentation takes {list(SEGMENTATION_LOSSES)}")
+            if self.out_channels < 2:
+                raise ValueError("outputs[0].axes: segmentation needs channel_names for 2 or more classes (background first)")
+            if mmv.data.normalization.target.kind != "none":
+                raise ValueError("config.mmv_zoo.data.normalization.target: segmentation targets are class ids and take kind: none")
+        else:
+            if loss not in REGRESSION_LOSSES:
+                raise ValueError(f"config.mmv_zoo.loss.kind: {loss!r} is a segmentation loss; regression takes {list(REGRESSION_LOSSES)}")
+        if mmv.data.normalization.source.kind == "center" and dims != 3:
+            raise ValueError("config.mmv_zoo.data.normalization.source: center normalization needs a z axis")
+        weights = getattr(mmv.loss, "class_weights", None)
+        if weights is not None and len(weights) != self.out_channels:
+            raise ValueError(f"config.mmv_zoo.loss.class_weights: {len(weights)} values for {self.out_channels} classes")
+        return self
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def bundled_entries() -> list[str]:
+    """Names of the entries shipped with mmv_zoo."""
+    return sorted(p.parent.name for p in ZOO_DIR.glob(f"*/{RDF_NAME}"))
+
+
+def resolve_entry_path(ref: str | Path) -> Path:
+    """An entry name, a folder with an rdf.yaml or an rdf.yaml file -> the rdf.yaml path."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        if (p / RDF_NAME).is_file():
+            return p / RDF_NAME
+        raise EntryError(f"{p}: folder has no {RDF_NAME}")
+    if (ZOO_DIR / str(ref) / RDF_NAME).is_file():
+        return ZOO_DIR / str(ref) / RDF_NAME
+    raise EntryError(f"{ref}: no such file, folder or zoo entry (zoo entries: {', '.join(bundled_entries())})")
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise EntryError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.max_epochs=5")
+    key, raw = item.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise EntryError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with `a.b=c` overrides applied (YAML values; paths relative to the
+    entry root when the first key is a root field, else to `config.mmv_zoo`)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        keys, value = _parse_override(item)
+        if keys[0] not in Entry.model_fields:
+            keys = ["config", "mmv_zoo", *keys]
+        node: Any = out
+        for i, k in enumerate(keys[:-1]):
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise EntryError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not an index of a list of {len(node)}")
+                node = node[int(k)]
+            else:
+                if not isinstance(node.get(k, {}), dict | list):
+                    raise EntryError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is a value, not a section")
+                node = node.setdefault(k, {})
+        last = keys[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise EntryError(f"--set {item!r}: {last} is not an index of a list of {len(node)}")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: field.path: message`."""
+    lines = []
+    for e in err.errors():
+        loc, parent = _walk(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+            if parent is not None:
+                msg += f" (valid keys: {', '.join(parent.model_fields)})"
+        elif e["type"] == "union_tag_invalid":
+            ctx = e.get("ctx", {})
+            msg = f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
+        prefix = f"{loc}: " if loc and not msg.startswith(loc) else ""
+        lines.append(f"{source}: {prefix}{msg}")
+    return "\n".join(lines)
+
+
+def _members(ann: Any) -> list[Any]:
+    """The pydantic models an annotation can hold (through Annotated, list, Optional, unions)."""
+    import typing
+
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(ann)[0])
+    if origin is not None:
+        return [m for a in typing.get_args(ann) for m in _members(a)]
+    return [ann] if hasattr(ann, "model_fields") else []
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[str, Any]:
+    """Clean field path (union tags and validator names dropped) and the model holding the last part."""
+    path: list[str] = []
+    models: list[Any] = [Entry]
+    parent = None
+    for part in loc:
+        if isinstance(part, int):
+            path.append(f"[{part}]")
+            continue
+        part = str(part)
+        tagged = [m for m in models if _tag_of(m) == part]
+        if tagged:  # the tag pydantic inserts after a discriminated-union field
+            models = tagged
+            continue
+        if part.startswith("function-"):
+            continue
+        holder = next((m for m in models if part in m.model_fields), None)
+        path.append(part)
+        if holder is None:  # an unknown key: report the model it was given to
+            parent = models[0] if len(models) == 1 else None
+            models = []
+            continue
+        parent = holder
+        models = _members(holder.model_fields[part].annotation)
+    return ".".join(path).replace(".[", "["), parent
+
+
+def _tag_of(model: Any) -> str | None:
+    import typing
+
+    for key in ("kind", "layout", "type"):
+        f = model.model_fields.get(key)
+        if f is not None and typing.get_origin(f.annotation) is Literal:
+            args = typing.get_args(f.annotation)
+            return str(args[0]) if len(args) == 1 else None
+    return None
+
+
+def validate_entry_data(data: Any, source: str) -> Entry:
+    if not isinstance(data, dict):
+        raise EntryError(f"{source}: expected a YAML mapping at the top level")
+    try:
+        return Entry.model_validate(data)
+    except ValidationError as e:
+        raise EntryError(format_validation_error(e, source)) from None
+
+
+def read_entry_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise EntryError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise EntryError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise EntryError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def load_entry(ref: str | Path, overrides: list[str] | None = None) -> Entry:
+    """Load, override and validate an entry given by name, folder or rdf.yaml path."""
+    path = resolve_entry_path(ref)
+    data = apply_overrides(read_entry_yaml(path), overrides or [])
+    return validate_entry_data(data, str(path) + (" (with --set overrides)" if overrides else ""))
+
+
+def entry_to_yaml(entry: Entry) -> str:
+    """The entry as YAML, defaults filled in (the resolved entry written into each run)."""
+    return yaml.safe_dump(entry.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    return Entry.model_json_schema()

@@ -1,0 +1,121 @@
+"""Data settings: layout of the training files, split, normalization, patches and augmentation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .base import Strict
+
+
+class PairedFolders(Strict):
+    """Source and target images in two folders, matched by file name."""
+
+    layout: Literal["paired_folders"]
+    source: str = "source"
+    """Folder (relative to --data) with the input images."""
+    target: str = "target"
+    """Folder (relative to --data) with the target images or label masks."""
+    source_suffix: str = ""
+    """Part of the source file name before the extension that is not shared with the target."""
+    target_suffix: str = ""
+    """Part of the target file name before the extension, e.g. `_labels` for `a.tif` / `a_labels.tif`."""
+
+
+class CsvLayout(Strict):
+    """A CSV file listing source and target paths (relative to the CSV), one pair per row."""
+
+    layout: Literal["csv"]
+    file: str = "data.csv"
+    source_column: str = "source"
+    target_column: str = "target"
+    split_column: str | None = None
+    """Optional column whose values `train` / `val` pre-split the rows."""
+
+
+DataLayout = Annotated[PairedFolders | CsvLayout, Field(discriminator="layout")]
+
+
+class RandomSplit(Strict):
+    """Hold back a seeded random share of the pairs for validation."""
+
+    kind: Literal["random"]
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class PreSplit(Strict):
+    """The data folder holds `train/` and `val/`, each in the layout (or the CSV has a split column)."""
+
+    kind: Literal["presplit"]
+
+
+SplitSettings = Annotated[RandomSplit | PreSplit, Field(discriminator="kind")]
+
+
+class PercentileNorm(Strict):
+    """Map the `lower`/`upper` percentiles of each image (per channel) to `range`."""
+
+    kind: Literal["percentile"]
+    lower: float = Field(default=1.0, ge=0, lt=100)
+    upper: float = Field(default=99.8, gt=0, le=100)
+    range: Literal["0,1", "-1,1"] = "0,1"
+    """Target interval: `0,1` or `-1,1`."""
+    clip: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> PercentileNorm:
+        if self.lower >= self.upper:
+            raise ValueError(f"lower ({self.lower}) must be below upper ({self.upper})")
+        return self
+
+
+class StandardNorm(Strict):
+    """Zero mean, unit variance per image and channel."""
+
+    kind: Literal["standard"]
+
+
+class CenterNorm(Strict):
+    """Zero mean, unit variance with statistics from the middle Z chunk (as in the labelfree paper)."""
+
+    kind: Literal["center"]
+    z_chunk: int = Field(default=32, ge=1)
+    """Number of central Z slices the statistics come from (all slices when the stack is smaller)."""
+
+
+class NoNorm(Strict):
+    """Values as read (converted to float32)."""
+
+    kind: Literal["none"]
+
+
+Normalization = Annotated[
+    PercentileNorm | StandardNorm | CenterNorm | NoNorm, Field(discriminator="kind")
+]
+
+
+class NormalizationSettings(Strict):
+    source: Normalization = PercentileNorm(kind="percentile")
+    target: Normalization = NoNorm(kind="none")
+    """Regression targets are normalized too (segmentation targets never are)."""
+
+
+class AugmentSettings(Strict):
+    flip: bool = True
+    """Random flips along every spatial axis."""
+    rotate90: bool = True
+    """Random multiples of 90 degrees in the y-x plane."""
+
+
+class DataSettings(Strict):
+    layout: DataLayout = PairedFolders(layout="paired_folders")
+    split: SplitSettings = RandomSplit(kind="random")
+    patch: list[int]
+    """Training patch size per spatial axis ([y, x] or [z, y, x])."""
+    normalization: NormalizationSettings = NormalizationSettings()
+    augment: AugmentSettings = AugmentSettings()
+    labels: Literal["classes", "foreground"] = "classes"
+    """Segmentation targets: `classes` keeps values as class ids; `foreground` maps any non-zero to 1
+    (use it for instance label images)."""
