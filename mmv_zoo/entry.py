@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import EntryError
 from .settings import MmvZooSettings
@@ -121,6 +121,19 @@ class Entry(Strict):
     outputs: list[Tensor] = Field(min_length=1, max_length=1)
     weights: Weights | None = None
     config: EntryConfig
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The rdf.yaml this entry was loaded from (None when built in memory)."""
+        return self._source
+
+    @property
+    def slug(self) -> str:
+        """Short name: the entry's folder name, else its `id`, else its name in snake case."""
+        if self._source is not None:
+            return self._source.parent.name
+        return self.id or "_".join(self.name.lower().split())
 
     @property
     def mmv(self) -> MmvZooSettings:
@@ -343,7 +356,9 @@ def load_entry(ref: str | Path, overrides: list[str] | None = None) -> Entry:
     """Load, override and validate an entry given by name, folder or rdf.yaml path."""
     path = resolve_entry_path(ref)
     data = apply_overrides(read_entry_yaml(path), overrides or [])
-    return validate_entry_data(data, str(path) + (" (with --set overrides)" if overrides else ""))
+    entry = validate_entry_data(data, str(path) + (" (with --set overrides)" if overrides else ""))
+    entry._source = path.resolve()
+    return entry
 
 
 def entry_to_yaml(entry: Entry) -> str:

@@ -1,0 +1,55 @@
+"""The LightningDataModule: finds and loads the pairs once, serves patches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from .dataset import PatchDataset, load_pair
+from .pairs import Pair, split_pairs
+
+
+class PairedDataModule(pl.LightningDataModule):
+    """Training patches drawn anew each epoch; validation patches fixed for the whole run."""
+
+    def __init__(self, entry: Any, root: Path) -> None:
+        super().__init__()
+        self.entry = entry
+        self.root = Path(root)
+        self.train_pairs: list[Pair] = []
+        self.val_pairs: list[Pair] = []
+        self.train_set: PatchDataset | None = None
+        self.val_set: PatchDataset | None = None
+
+    def prepare(self) -> None:
+        """Find, read and check every file before training starts (errors name the file)."""
+        if self.train_set is not None:
+            return
+        data, training = self.entry.mmv.data, self.entry.mmv.training
+        self.train_pairs, self.val_pairs = split_pairs(self.root, data)
+        train = [load_pair(p, self.entry) for p in self.train_pairs]
+        val = [load_pair(p, self.entry) for p in self.val_pairs]
+        self.train_set = PatchDataset(train, data.patch, training.patches_per_image, data.augment, training.seed)
+        self.val_set = PatchDataset(val, data.patch, max(2, training.patches_per_image // 2), None,
+                                    training.seed + 1)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def _loader(self, dataset: PatchDataset, shuffle: bool) -> DataLoader:
+        t = self.entry.mmv.training
+        return DataLoader(dataset, batch_size=t.batch_size, shuffle=shuffle, num_workers=t.num_workers,
+                          persistent_workers=t.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        if self.trainer is not None:
+            self.train_set.set_epoch(self.trainer.current_epoch)
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None
+        return self._loader(self.val_set, shuffle=False)

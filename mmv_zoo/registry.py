@@ -1,0 +1,34 @@
+"""Kind -> implementation tables, resolved lazily (dotted paths, no heavy imports here).
+
+Outside packages add frameworks through the `mmv_zoo.frameworks` entry-point group, whose entries
+point at a LightningModule class taking the validated entry dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+FRAMEWORKS: dict[str, str] = {
+    "fcn": "mmv_zoo.frameworks.fcn:FCN",
+}
+
+ENTRY_POINT_GROUPS = {"frameworks": "mmv_zoo.frameworks"}
+
+
+def _plugins(group: str) -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=group)}
+
+
+def resolve(target: str) -> Any:
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def framework_class(kind: str) -> Any:
+    """The LightningModule class for a framework kind (built-in or plugin)."""
+    table = {**_plugins(ENTRY_POINT_GROUPS["frameworks"]), **FRAMEWORKS}
+    if kind not in table:
+        raise KeyError(f"unknown framework {kind!r}; known: {sorted(table)}")
+    return resolve(table[kind])

@@ -1,0 +1,150 @@
+"""Train a zoo entry with the Lightning Trainer and write a complete run folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .entry import Entry, entry_to_yaml
+from .errors import OutputError
+from .io.write import check_writable
+from .run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics_csv: Path
+    loss_plot: Path | None
+    best_score: float | None
+    seconds: float
+
+
+def new_run_folder(out: Path, slug: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = out / slug / stamp
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = out / slug / f"{stamp}-{n}"
+    return folder
+
+
+def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = True) -> TrainResult:
+    """Check all data, train, and write `out/<entry>/<run-id>/` (complete once run.json exists)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from .data.module import PairedDataModule
+    from .registry import framework_class
+
+    t0 = time.time()
+    mmv = entry.mmv
+    check_writable(out)
+    datamodule = PairedDataModule(entry, Path(data))
+    datamodule.prepare()  # every file read and checked before the run folder exists
+    pl.seed_everything(mmv.training.seed, workers=True, verbose=False)
+    model = framework_class(mmv.framework)(entry.model_dump(mode="json"))
+
+    folder = new_run_folder(out, entry.slug)
+    try:
+        folder.mkdir(parents=True)
+        (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
+    monitor = mmv.training.checkpoint_monitor
+    checkpoint = ModelCheckpoint(dirpath=folder / CHECKPOINTS, filename="best", monitor=monitor,
+                                 mode="min" if monitor == "val_loss" else "max", save_last=True)
+    callbacks: list[Any] = [checkpoint]
+    if progress:
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    t = mmv.training
+    trainer = pl.Trainer(
+        accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
+        max_steps=t.max_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
+        logger=CSVLogger(save_dir=folder, name="logs", version=""), callbacks=callbacks,
+        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
+        reload_dataloaders_every_n_epochs=1, default_root_dir=folder,
+    )
+    trainer.fit(model, datamodule=datamodule)
+
+    metrics = folder / "metrics.csv"
+    shutil.copyfile(folder / "logs" / "metrics.csv", metrics)
+    plot = plot_metrics(metrics, folder / "loss_curve.png")
+    best = Path(checkpoint.best_model_path)
+    last = folder / CHECKPOINTS / "last.ckpt"
+    score = checkpoint.best_model_score
+    info = {
+        "entry": entry.slug,
+        "entry_source": str(entry.source) if entry.source else None,
+        "data": str(Path(data).resolve()),
+        "train_files": [p.name for p in datamodule.train_pairs],
+        "val_files": [p.name for p in datamodule.val_pairs],
+        "best_checkpoint": str(best.relative_to(folder)),
+        "last_checkpoint": str(last.relative_to(folder)),
+        "monitor": monitor,
+        "best_score": float(score) if score is not None else None,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "seconds": round(time.time() - t0, 1),
+        "versions": _versions(),
+    }
+    (folder / RUN_FILE).write_text(json.dumps(info, indent=1))
+    return TrainResult(folder, best, last, metrics, plot, info["best_score"], info["seconds"])
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("mmv_zoo", "torch", "pytorch-lightning", "monai", "bioimageio.core"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def plot_metrics(metrics_csv: Path, png: Path) -> Path | None:
+    """Loss curves (train and validation) and the validation metric per epoch."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            for key in ("train_loss", "val_loss", "val_metric"):
+                if row.get(key):
+                    series.setdefault(key, []).append((float(row["epoch"]), float(row[key])))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss"):
+        if key in series:
+            ax.plot(*zip(*series[key], strict=True), label=key, marker=".")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if "val_metric" in series:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*series["val_metric"], strict=True), color="tab:green", label="val_metric", marker=".")
+        ax2.set_ylabel("val_metric")
+        ax2.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
