@@ -78,6 +78,6 @@ def load_model(source: str | Path) -> Any:
     except EntryError:
         raise
     cls = framework_class(entry.mmv.framework)
-    model = cls(entry_dict)
+    model = cls(entry_dict, slug=ckpt["hyper_parameters"].get("slug"))
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -52,7 +52,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     datamodule = PairedDataModule(entry, Path(data))
     datamodule.prepare()  # every file read and checked before the run folder exists
     pl.seed_everything(mmv.training.seed, workers=True, verbose=False)
-    model = framework_class(mmv.framework)(entry.model_dump(mode="json"))
+    model = framework_class(mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
 
     folder = new_run_folder(out, entry.slug)
     try:

@@ -48,12 +48,13 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class FCN(pl.LightningModule):
     """Network + loss; logs `train_loss`, `val_loss` and `val_metric` (foreground Dice or Pearson)."""
 
-    def __init__(self, entry: dict[str, Any]) -> None:
+    def __init__(self, entry: dict[str, Any], slug: str | None = None) -> None:
         super().__init__()
         from ..entry import Entry
 
-        self.save_hyperparameters({"entry": entry})
+        self.save_hyperparameters({"entry": entry, "slug": slug})
         self.entry = Entry.model_validate(entry)
+        self.slug = slug or self.entry.slug
         mmv = self.entry.mmv
         self.segmentation = mmv.task == "segmentation"
         self.net = build_network(mmv.network, self.entry.spatial_dims, self.entry.in_channels,

@@ -1,0 +1,201 @@
+"""The `mmv-zoo` command: parses arguments, loads the entry and calls the library. Nothing heavy is
+imported at start-up; each verb imports what it needs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="mmv-zoo",
+    help="Declarative deep-learning image-to-image transformation for microscopy: train, export, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+STATE = {"debug": False}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override an entry field, e.g. training.max_epochs=5 (repeatable; YAML values)."),
+]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    STATE["debug"] = debug
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[str], typer.Argument(help="Entry names, entry folders or rdf.yaml files.")],
+    set_: SetOption = None,
+) -> None:
+    """Validate zoo entries; prints one line per problem and exits non-zero if any entry is invalid."""
+    from ..entry import load_entry
+    from ..errors import EntryError
+
+    console, failed = _console(), 0
+    for p in paths:
+        try:
+            entry = load_entry(p, set_)
+        except EntryError as e:
+            failed += 1
+            console.print(f"[red]invalid[/red] {e}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"[green]valid[/green]   {entry.source}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_entries() -> None:
+    """Show the zoo's entries as a table."""
+    from rich.table import Table
+
+    from ..entry import bundled_entries, load_entry
+
+    table = Table(title="mmv_zoo entries")
+    for col in ("entry", "task", "framework", "network", "dims", "weights"):
+        table.add_column(col, no_wrap=col == "entry")
+    for slug in bundled_entries():
+        e = load_entry(slug)
+        weights = ", ".join(k for k, v in (e.weights.model_dump() if e.weights else {}).items() if v) or "train first"
+        table.add_row(slug, e.mmv.task, e.mmv.framework, e.mmv.network.kind, f"{e.spatial_dims}D", weights)
+    _console().print(table)
+
+
+@app.command()
+def show(entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")], set_: SetOption = None) -> None:
+    """Print an entry with every default filled in (after --set overrides)."""
+    from ..entry import entry_to_yaml, load_entry
+
+    e = load_entry(entry, set_)
+    sys.stdout.write(f"# {e.source}\n{entry_to_yaml(e)}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON schema of zoo entries (rdf.yaml)."""
+    import json
+
+    from ..entry import json_schema
+
+    sys.stdout.write(json.dumps(json_schema(), indent=1) + "\n")
+
+
+@app.command()
+def train(
+    entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")],
+    data: Annotated[Path, typer.Option("--data", help="Training data folder (laid out as the entry says).")],
+    out: Annotated[Path, typer.Option("--out", help="Runs folder; the run goes to OUT/<entry>/<run-id>/.")] = Path(
+        "runs"
+    ),
+    set_: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train an entry on your data with PyTorch Lightning (GPU when there is one, else CPU)."""
+    from ..entry import load_entry
+    from ..train import train as run_training
+
+    e = load_entry(entry, set_)
+    result = run_training(e, data, out, progress=progress)
+    console = _console()
+    console.print(f"[bold green]trained[/bold green] {e.slug} in {result.seconds:.0f} s", highlight=False)
+    console.print(f"  run folder       {result.folder}", highlight=False, soft_wrap=True)
+    score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+    console.print(f"  best checkpoint  {result.best_checkpoint} (score {score})", highlight=False, soft_wrap=True)
+    console.print(f"  last checkpoint  {result.last_checkpoint}", highlight=False, soft_wrap=True)
+    console.print(f"  metrics          {result.metrics_csv}", highlight=False, soft_wrap=True)
+    if result.loss_plot:
+        console.print(f"  loss curve       {result.loss_plot}", highlight=False, soft_wrap=True)
+    console.print(f"  resolved entry   {result.folder / 'rdf.yaml'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def predict(
+    source: Annotated[str, typer.Argument(help="A run folder or a checkpoint (.ckpt).")],
+    inputs: Annotated[list[str], typer.Argument(help="Images, folders or glob patterns (2D or 3D; TIFF, OME-TIFF, "
+                                                      "PNG, OME-Zarr).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (one OME-TIFF per input).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them).")] = False,
+    probabilities: Annotated[bool, typer.Option(help="Segmentation: write class probabilities, not labels.")] = False,
+    overlap: Annotated[float, typer.Option(min=0.0, max=0.9, help="Tile overlap fraction.")] = 0.25,
+    channels: Annotated[str | None, typer.Option(help="Input channel indices, e.g. 0 or 0,2.")] = None,
+) -> None:
+    """Predict images with a trained run; outputs keep the inputs' physical pixel sizes."""
+    from ..errors import DataError
+    from ..predict.engine import predict_files
+
+    try:
+        chans = [int(c) for c in channels.split(",")] if channels else None
+    except ValueError:
+        raise DataError(f"--channels {channels!r}: expected comma-separated indices such as 0,1") from None
+    console = _console()
+
+    def report(p) -> None:
+        state = "[yellow]skipped (exists)[/yellow]" if p.skipped else "[green]wrote[/green]"
+        console.print(f"{state} {p.output}  <-  {p.input}", highlight=False, soft_wrap=True)
+
+    done = predict_files(source, inputs, out, overwrite, probabilities, overlap, chans, on_file=report)
+    console.print(f"{sum(not p.skipped for p in done)} predicted, {sum(p.skipped for p in done)} skipped -> {out}",
+                  highlight=False)
+
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="A run folder or a checkpoint (.ckpt).")],
+    out: Annotated[Path, typer.Option("--out", help="The package to write, e.g. model.zip.")],
+    sample: Annotated[Path | None, typer.Option(help="Image for the test tensors and cover (default: the "
+                                                     "run's first validation image).")] = None,
+    formats: Annotated[str, typer.Option(help="Weight formats, comma-separated: torchscript, "
+                                              "pytorch_state_dict, onnx.")] = "torchscript,pytorch_state_dict",
+) -> None:
+    """Export a trained run as a BioImage.IO model package, tested by bioimageio.core before it is kept."""
+    from ..export.package import export_package
+
+    result = export_package(source, out, sample=sample, formats=tuple(f.strip() for f in formats.split(",") if f))
+    _console().print(f"[bold green]exported[/bold green] {result.zip_path} ({', '.join(result.formats)}; "
+                     f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    """Console entry point: user errors become one red line and exit code 1 (tracebacks with --debug)."""
+    from ..errors import MmvZooError
+
+    try:
+        code = app(standalone_mode=False)
+    except MmvZooError as e:
+        if STATE["debug"]:
+            raise
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except Exception as e:  # click usage errors and unexpected failures
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if STATE["debug"]:
+            raise
+        sys.stderr.write(f"error: {type(e).__name__}: {e}\n(run with --debug for the traceback)\n")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,138 @@
+"""Sliding-window prediction with gaussian blending on 2D and 3D images, written as OME-TIFF.
+
+(MONAI's sliding-window helper does the tiling here; a dedicated engine with bounded memory and
+streaming writers is the prediction-engine issue's work.)
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ..io.read import image_stem, is_image, read_image, select_channels
+from ..io.write import check_writable, write_ome_tiff
+from ..transforms.normalize import normalize
+
+DEFAULT_WINDOW = {2: 512, 3: 128}
+
+
+@dataclass
+class Prediction:
+    input: Path
+    output: Path | None
+    skipped: bool = False
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files, folders (their images) and glob patterns -> image paths; errors name what matched nothing."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir() and not str(p).lower().endswith(".zarr"):
+            found = sorted(q for q in p.iterdir() if is_image(q))
+            if not found:
+                raise DataError(f"{p}: folder has no images")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        elif any(c in str(item) for c in "*?["):
+            found = sorted(Path(q) for q in glob.glob(str(item)) if is_image(Path(q)))
+            if not found:
+                raise DataError(f"{item}: pattern matches no images")
+            paths += found
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    return paths
+
+
+def window_size(entry: Any, image_shape: tuple[int, ...]) -> list[int]:
+    """Tile size: valid for the network, no larger than needed for the image, at least the patch."""
+    dims = entry.spatial_dims
+    rules = entry.mmv.network.size_rule(dims)
+    out = []
+    for rule, n, p in zip(rules, image_shape, entry.mmv.data.patch, strict=True):
+        target = min(n, max(p, DEFAULT_WINDOW[dims]))
+        out.append(rule.fit(target))
+    return out
+
+
+def predict_array(model: Any, x: np.ndarray, entry: Any, overlap: float = 0.25, batch_size: int = 4) -> np.ndarray:
+    """Normalize (C, [Z], Y, X) `x` and return the network output (K, [Z], Y, X) as float32."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    norm = normalize(x, entry.mmv.data.normalization.source)
+    roi = window_size(entry, norm.shape[1:])
+    net = model.inference_model().eval()
+    device = next(net.parameters()).device
+    with torch.inference_mode():
+        t = torch.from_numpy(norm)[None].to(device)
+        y = sliding_window_inference(t, roi, batch_size, net, overlap=overlap, mode="gaussian",
+                                     padding_mode="reflect" if all(n > 1 for n in norm.shape[1:]) else "constant")
+    return y[0].float().cpu().numpy()
+
+
+def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Segmentation: argmax labels (or the class probabilities); regression: values as predicted."""
+    names = entry.outputs[0].channel_names
+    if entry.mmv.task == "segmentation" and not probabilities:
+        labels = y.argmax(0)[None]
+        dtype = np.uint8 if y.shape[0] < 256 else np.uint16
+        return labels.astype(dtype), ["labels"]
+    return y.astype(np.float32), list(names)
+
+
+def output_path(out: Path, image: Path) -> Path:
+    return out / f"{image_stem(image)}.ome.tiff"
+
+
+def predict_files(
+    source: str | Path,
+    inputs: list[str | Path],
+    out: Path,
+    overwrite: bool = False,
+    probabilities: bool = False,
+    overlap: float = 0.25,
+    channels: list[int] | None = None,
+    on_file: Callable[[Prediction], None] | None = None,
+) -> list[Prediction]:
+    """Predict every input image with a trained run (folder or checkpoint); one OME-TIFF each in `out`."""
+    from ..run import load_model
+
+    paths = expand_inputs(inputs)
+    check_writable(out)
+    model = load_model(source)
+    entry = model.entry
+    results = []
+    for path in paths:
+        target = output_path(out, path)
+        if target.exists() and not overwrite:
+            result = Prediction(path, target, skipped=True)
+        else:
+            image = read_image(path, entry.spatial_dims)
+            x = select_channels(image, entry.in_channels, channels)
+            y, names = postprocess(predict_array(model, x, entry, overlap), entry, probabilities)
+            sizes = _pixel_sizes(image.pixel_sizes, entry)
+            write_ome_tiff(target, y, sizes, names)
+            result = Prediction(path, target)
+        results.append(result)
+        if on_file is not None:
+            on_file(result)
+    return results
+
+
+def _pixel_sizes(from_file: dict[str, float | None], entry: Any) -> dict[str, float | None]:
+    """The input file's physical pixel sizes; where it has none, the entry's axis scales if set."""
+    sizes = dict(from_file)
+    for axis in entry.inputs[0].space_axes:
+        if sizes.get(axis.id) is None and axis.unit is not None:
+            sizes[axis.id] = axis.scale
+    if entry.spatial_dims == 2:
+        sizes["z"] = None
+    return sizes
