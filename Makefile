@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  make demo  |  make test
+# Each creates its own virtual environment (.venv) and installs what it needs. torch is installed
+# first from TORCH_SPEC (default: plain `torch`, so a GPU machine gets its CUDA build; CI sets
+# TORCH_SPEC=torch==2.13.0 for the CPU wheel).
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch
+BIN        := $(VENV)/bin
+SAMPLE     := mmv_zoo/sample_data/bbbc007
+HOLDOUT    := 20P1_POS0007_D_1UL
+DEMO       := demo_out
+STAMP      := $(VENV)/.installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,onnx]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mmv-zoo validate zoo/*
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(BIN)/mmv-zoo list
+	$(BIN)/mmv-zoo train nuclei_semseg_2d --data $(SAMPLE)/train --out $(DEMO)/runs
+	$(BIN)/mmv-zoo export $(DEMO)/runs/nuclei_semseg_2d/* --out $(DEMO)/nuclei_semseg_2d.zip \
+		--sample $(SAMPLE)/holdout/images/$(HOLDOUT).tif
+	$(BIN)/mmv-zoo predict $(DEMO)/runs/nuclei_semseg_2d/* $(SAMPLE)/holdout/images --out $(DEMO)/predictions
+	$(BIN)/python scripts/demo_report.py --image $(SAMPLE)/holdout/images/$(HOLDOUT).tif \
+		--truth $(SAMPLE)/holdout/labels/$(HOLDOUT).tif \
+		--prediction $(DEMO)/predictions/$(HOLDOUT).ome.tiff --figure $(DEMO)/demo_figure.png
+	@echo "package: $(DEMO)/nuclei_semseg_2d.zip (BioImage.IO 0.5, tested by bioimageio.core)"
+
+clean:
+	rm -rf $(DEMO) runs build *.egg-info

@@ -1,0 +1,5 @@
+"""`python -m mmv_zoo` runs the CLI."""
+
+from .cli.app import main
+
+main()

@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny real 2D data (crops of the bundled BBBC007 images) and tiny synthetic 3D data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+SAMPLE = Path(__file__).resolve().parents[1] / "mmv_zoo" / "sample_data" / "bbbc007"
+
+# Entry overrides that make training take a couple of seconds on CPU.
+TINY_2D = [
+    "network.depth=2", "network.mult_chan=4", "data.patch=[32,32]", "training.max_epochs=1",
+    "training.patches_per_image=2", "training.batch_size=2",
+]
+TINY_3D = [
+    "data.patch=[8,32,32]", "training.max_epochs=1", "training.patches_per_image=2", "training.batch_size=2",
+]
+
+
+@pytest.fixture(scope="session")
+def data_2d(tmp_path_factory) -> Path:
+    """Three real image/label pairs (96x96 crops) in the nuclei entry's paired-folder layout."""
+    root = tmp_path_factory.mktemp("data2d")
+    for sub in ("images", "labels"):
+        (root / sub).mkdir()
+    for path in sorted((SAMPLE / "train" / "images").glob("*.tif"))[:3]:
+        img = tifffile.imread(path)[100:196, 100:196]
+        lab = tifffile.imread(SAMPLE / "train" / "labels" / path.name)[100:196, 100:196]
+        tifffile.imwrite(root / "images" / path.name, img)
+        tifffile.imwrite(root / "labels" / path.name, lab)
+    return root
+
+
+def make_3d_pairs(root: Path, source: str, target: str, n: int = 2, shape=(12, 40, 40), seed: int = 0) -> Path:
+    """Synthetic 3D pairs: smooth blobs (target) and a noisy version (source), uint16."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    (root / source).mkdir(parents=True, exist_ok=True)
+    (root / target).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        clean = gaussian_filter(rng.random(shape), 2.0)
+        clean = (clean - clean.min()) / (clean.max() - clean.min()) * 1000 + 100
+        noisy = clean + rng.normal(0, 60, shape)
+        tifffile.imwrite(root / source / f"stack{i}.tif", noisy.clip(0, 65535).astype(np.uint16))
+        tifffile.imwrite(root / target / f"stack{i}.tif", clean.astype(np.uint16))
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_3d(tmp_path_factory) -> Path:
+    """Two synthetic noisy/clean 3D pairs in the denoise_3d_care layout (low/, high/)."""
+    return make_3d_pairs(tmp_path_factory.mktemp("data3d"), "low", "high")
+
+
+@pytest.fixture(scope="session")
+def run_2d(data_2d, tmp_path_factory) -> Path:
+    """A tiny trained nuclei_semseg_2d run (shared by the predict and export tests)."""
+    from mmv_zoo.entry import load_entry
+    from mmv_zoo.train import train
+
+    entry = load_entry("nuclei_semseg_2d", TINY_2D)
+    return train(entry, data_2d, tmp_path_factory.mktemp("runs2d"), progress=False).folder
+
+
+@pytest.fixture(scope="session")
+def run_3d(data_3d, tmp_path_factory) -> Path:
+    from mmv_zoo.entry import load_entry
+    from mmv_zoo.train import train
+
+    entry = load_entry("denoise_3d_care", TINY_3D + ["network.channels=[4,8,16]"])
+    return train(entry, data_3d, tmp_path_factory.mktemp("runs3d"), progress=False).folder
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
