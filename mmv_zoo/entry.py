@@ -172,7 +172,9 @@ class Entry(Strict):
             raise ValueError(f"config.mmv_zoo.network ({net.kind}): {e}") from None
         patch = mmv.data.patch
         if len(patch) != dims:
-            raise ValueError(f"config.mmv_zoo.data.patch: {patch} has {len(patch)} values, the axes {in_ids} need {dims}")
+            raise ValueError(
+                f"config.mmv_zoo.data.patch: {patch} has {len(patch)} values, the axes {in_ids} need {dims}"
+            )
         rules = net.size_rule(dims)
         bad = [(p, r.fit(p)) for p, r in zip(patch, rules, strict=True) if r.fit(p) != p]
         if bad:
@@ -184,19 +186,31 @@ class Entry(Strict):
         loss = mmv.loss.kind
         if mmv.task == "segmentation":
             if loss not in SEGMENTATION_LOSSES:
-                raise ValueError(f"config.mmv_zoo.loss.kind: {loss!r} is a regression loss; segmentation takes {list(SEGMENTATION_LOSSES)}")
+                raise ValueError(
+                    f"config.mmv_zoo.loss.kind: {loss!r} is a regression loss; "
+                    f"segmentation takes {list(SEGMENTATION_LOSSES)}"
+                )
             if self.out_channels < 2:
-                raise ValueError("outputs[0].axes: segmentation needs channel_names for 2 or more classes (background first)")
+                raise ValueError(
+                    "outputs[0].axes: segmentation needs channel_names for 2 or more classes (background first)"
+                )
             if mmv.data.normalization.target.kind != "none":
-                raise ValueError("config.mmv_zoo.data.normalization.target: segmentation targets are class ids and take kind: none")
+                raise ValueError(
+                    "config.mmv_zoo.data.normalization.target: segmentation targets are class ids, use kind: none"
+                )
         else:
             if loss not in REGRESSION_LOSSES:
-                raise ValueError(f"config.mmv_zoo.loss.kind: {loss!r} is a segmentation loss; regression takes {list(REGRESSION_LOSSES)}")
+                raise ValueError(
+                    f"config.mmv_zoo.loss.kind: {loss!r} is a segmentation loss; "
+                    f"regression takes {list(REGRESSION_LOSSES)}"
+                )
         if mmv.data.normalization.source.kind == "center" and dims != 3:
             raise ValueError("config.mmv_zoo.data.normalization.source: center normalization needs a z axis")
         weights = getattr(mmv.loss, "class_weights", None)
         if weights is not None and len(weights) != self.out_channels:
-            raise ValueError(f"config.mmv_zoo.loss.class_weights: {len(weights)} values for {self.out_channels} classes")
+            raise ValueError(
+                f"config.mmv_zoo.loss.class_weights: {len(weights)} values for {self.out_channels} classes"
+            )
         return self
 
 
@@ -247,7 +261,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for i, k in enumerate(keys[:-1]):
             if isinstance(node, list):
                 if not k.isdigit() or int(k) >= len(node):
-                    raise EntryError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not an index of a list of {len(node)}")
+                    where = ".".join(keys[: i + 1])
+                    raise EntryError(f"--set {item!r}: {where} is not an index of a list of {len(node)}")
                 node = node[int(k)]
             else:
                 if not isinstance(node.get(k, {}), dict | list):
@@ -275,7 +290,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
                 msg += f" (valid keys: {', '.join(parent.model_fields)})"
         elif e["type"] == "union_tag_invalid":
             ctx = e.get("ctx", {})
-            msg = f"unknown {ctx.get('discriminator', 'kind').strip(chr(39))} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
+            what = ctx.get("discriminator", "kind").strip("'")
+            msg = f"unknown {what} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
         prefix = f"{loc}: " if loc and not msg.startswith(loc) else ""
         lines.append(f"{source}: {prefix}{msg}")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -108,10 +109,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("mmv_zoo", "torch", "pytorch-lightning", "monai", "bioimageio.core"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 

@@ -156,8 +156,8 @@ def test_read_formats(tmp_path):
 def _write_zarr(path, vol):
     from bioio.writers import OMEZarrWriter
 
-    w = OMEZarrWriter(store=str(path), level_shapes=[(1, *vol.shape)], dtype=vol.dtype, axes_names=["t", "c", "z", "y", "x"],
-                      axes_types=["time", "channel", "space", "space", "space"])
+    w = OMEZarrWriter(store=str(path), level_shapes=[(1, *vol.shape)], dtype=vol.dtype,
+                      axes_names=["t", "c", "z", "y", "x"], axes_types=["time", "channel", "space", "space", "space"])
     w.write_full_volume(vol[None])
 
 

@@ -42,7 +42,8 @@ def test_network_accepts_its_valid_sizes(kind, dims):
 
 
 def test_fnet_anisotropic_z_keeps_z():
-    s = TypeAdapter(NetworkSettings).validate_python({"kind": "fnet", "depth": 2, "mult_chan": 2, "anisotropic_z": True})
+    s = TypeAdapter(NetworkSettings).validate_python(
+        {"kind": "fnet", "depth": 2, "mult_chan": 2, "anisotropic_z": True})
     assert s.downsampling(3) == [1, 4, 4]
     with torch.no_grad():
         y = build_network(s, 3, 1, 1)(torch.zeros(1, 1, 3, 8, 8))
@@ -50,7 +51,8 @@ def test_fnet_anisotropic_z_keeps_z():
 
 
 def test_anisotropic_unet_strides():
-    s = TypeAdapter(NetworkSettings).validate_python({"kind": "unet", "channels": [4, 8, 16], "strides": [[1, 2, 2], 2]})
+    s = TypeAdapter(NetworkSettings).validate_python(
+        {"kind": "unet", "channels": [4, 8, 16], "strides": [[1, 2, 2], 2]})
     assert s.downsampling(3) == [2, 4, 4]
     with torch.no_grad():
         y = build_network(s, 3, 1, 2)(torch.zeros(1, 1, 4, 8, 8))

@@ -72,7 +72,8 @@ def test_prediction_equals_model_on_whole_image(run_2d, data_2d, tmp_path):
     x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :64, :64]
     tiled = predict_array(model, x, model.entry)
     with torch.no_grad():
-        direct = model.inference_model()(torch.from_numpy(normalize(x, model.entry.mmv.data.normalization.source))[None])
+        norm = normalize(x, model.entry.mmv.data.normalization.source)
+        direct = model.inference_model()(torch.from_numpy(norm)[None])
     np.testing.assert_allclose(tiled, direct[0].numpy(), atol=1e-4)
 
 

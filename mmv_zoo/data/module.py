@@ -8,8 +8,23 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from .dataset import PatchDataset, load_pair
+from ..errors import DataError
+from .dataset import LoadedPair, PatchDataset, load_pair
 from .pairs import Pair, split_pairs
+
+
+def load_all(pairs: list[Pair], entry: Any) -> list[LoadedPair]:
+    """Load every pair; if any fails, one error lists every bad file (not just the first)."""
+    loaded, problems = [], []
+    for pair in pairs:
+        try:
+            loaded.append(load_pair(pair, entry))
+        except DataError as e:
+            problems.append(str(e))
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataError(f"{len(problems)} bad file(s): " + "; ".join(problems[:5]) + more)
+    return loaded
 
 
 class PairedDataModule(pl.LightningDataModule):
@@ -30,8 +45,8 @@ class PairedDataModule(pl.LightningDataModule):
             return
         data, training = self.entry.mmv.data, self.entry.mmv.training
         self.train_pairs, self.val_pairs = split_pairs(self.root, data)
-        train = [load_pair(p, self.entry) for p in self.train_pairs]
-        val = [load_pair(p, self.entry) for p in self.val_pairs]
+        loaded = load_all(self.train_pairs + self.val_pairs, self.entry)
+        train, val = loaded[: len(self.train_pairs)], loaded[len(self.train_pairs) :]
         self.train_set = PatchDataset(train, data.patch, training.patches_per_image, data.augment, training.seed)
         self.val_set = PatchDataset(val, data.patch, max(2, training.patches_per_image // 2), None,
                                     training.seed + 1)
