@@ -1,0 +1,127 @@
+"""Input sizes, halos and the BioImage.IO 0.5 axes of an exported entry."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..settings.networks import SizeRule
+
+if TYPE_CHECKING:
+    from ..entry import Entry
+
+# The space units BioImage.IO 0.5 accepts are SI lengths spelt out; common short forms are mapped.
+UNIT_ALIASES = {"um": "micrometer", "µm": "micrometer", "μm": "micrometer", "micron": "micrometer",
+                "microns": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
+HALO_CAP = 32
+
+
+@dataclass(frozen=True)
+class AxisSize:
+    """One exported space axis: valid input sizes `min + k * step` (step 0: fixed) and the output halo."""
+
+    id: str
+    min: int
+    step: int
+    halo: int
+
+    @property
+    def rule(self) -> SizeRule:
+        return SizeRule(min=self.min, step=self.step)
+
+
+def choose_halo(rule: SizeRule, patch: int) -> int:
+    """Output halo (pixels per side) for tiled prediction along one axis.
+
+    About two steps of the network's coarsest level (at least 8, at most 32 pixels): a conservative
+    share of the receptive field that hides tile seams in practice. It is kept to a quarter of the
+    training patch, so tiles about the size the network was trained on keep at least half of their
+    output. It is a multiple of step/2, so an input padded by the halo on both sides (2 * halo)
+    stays a valid size. Fixed-size axes (step 0) are not tiled and get no halo.
+    """
+    if rule.step == 0:
+        return 0
+    unit = rule.step // 2 if rule.step % 2 == 0 else rule.step
+    target = min(HALO_CAP, max(8, 2 * rule.step), patch // 4)
+    return max(unit, (target // unit) * unit)
+
+
+def export_sizes(entry: Entry) -> list[AxisSize]:
+    """Per space axis (z, y, x order): the exported minimum, step and halo.
+
+    The minimum is raised above the network's own minimum to the smallest valid size that still
+    leaves at least one pixel after cropping the halo from both sides (BioImage.IO requires it).
+    """
+    rules = entry.mmv.network.size_rule(entry.spatial_dims)
+    ids = [a.id for a in entry.inputs[0].space_axes]
+    sizes = []
+    for axis_id, rule, patch in zip(ids, rules, entry.mmv.data.patch, strict=True):
+        halo = choose_halo(rule, patch)
+        low = rule.fit(2 * halo + 1) if halo else rule.min
+        sizes.append(AxisSize(id=axis_id, min=low, step=rule.step, halo=halo))
+    return sizes
+
+
+def bioimageio_unit(unit: str | None) -> tuple[str | None, str | None]:
+    """(unit BioImage.IO accepts or None, note when the entry's unit had to be dropped)."""
+    if unit is None:
+        return None, None
+    from bioimageio.spec.model import v0_5
+
+    valid = _literal_values(v0_5.SpaceInputAxis.model_fields["unit"].annotation)
+    name = UNIT_ALIASES.get(unit.strip(), unit.strip().lower())
+    if name in valid:
+        return name, None
+    return None, f"unit {unit!r} is not a BioImage.IO space unit; left out of the axes"
+
+
+def _literal_values(annotation: Any) -> set[str]:
+    import typing
+
+    out: set[str] = set()
+    for arg in typing.get_args(annotation) or ():
+        if typing.get_origin(arg) is typing.Literal:
+            out.update(typing.get_args(arg))
+        else:
+            out |= _literal_values(arg)
+    return out
+
+
+def channel_names(names: list[str]) -> list[str]:
+    """Channel names as safe identifiers (letters, digits, underscores)."""
+    return [re.sub(r"\W+", "_", n).strip("_") or f"channel{i}" for i, n in enumerate(names)]
+
+
+def input_axes(entry: Entry, sizes: list[AxisSize], notes: list[str]) -> list[Any]:
+    """Batch, channel and space axes of the exported input (scale and unit from the entry)."""
+    from bioimageio.spec.model import v0_5
+
+    tensor = entry.inputs[0]
+    axes: list[Any] = [v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=channel_names(tensor.channel_names))]
+    for axis, size in zip(tensor.space_axes, sizes, strict=True):
+        unit, note = bioimageio_unit(axis.unit)
+        if note:
+            notes.append(f"inputs[0].axes[{axis.id}]: {note}")
+        shape = v0_5.ParameterizedSize(min=size.min, step=size.step) if size.step else size.min
+        axes.append(v0_5.SpaceInputAxis(id=v0_5.AxisId(axis.id), size=shape, scale=axis.scale, unit=unit,
+                                        description=axis.description or ""))
+    return axes
+
+
+def output_axes(entry: Entry, sizes: list[AxisSize]) -> list[Any]:
+    """Output axes: same space sizes, scale and unit as the input (referenced), with the halo."""
+    from bioimageio.spec.model import v0_5
+
+    inp = entry.inputs[0]
+    axes: list[Any] = [v0_5.BatchAxis(),
+                       v0_5.ChannelAxis(channel_names=channel_names(entry.outputs[0].channel_names))]
+    for axis, size in zip(inp.space_axes, sizes, strict=True):
+        unit, _ = bioimageio_unit(axis.unit)
+        ref = v0_5.SizeReference(tensor_id=v0_5.TensorId(inp.id), axis_id=v0_5.AxisId(axis.id))
+        common = dict(id=v0_5.AxisId(axis.id), size=ref, scale=axis.scale, unit=unit)
+        if size.halo:
+            axes.append(v0_5.SpaceOutputAxisWithHalo(halo=size.halo, **common))
+        else:
+            axes.append(v0_5.SpaceOutputAxis(**common))
+    return axes

@@ -1,0 +1,422 @@
+"""Export a trained run as a BioImage.IO 0.5 model package (.zip), tested before it is written.
+
+The package is built in a temporary folder: weights (torchscript, pytorch_state_dict with a
+standalone architecture file, optionally onnx), test tensors, sample tensors, a cover and a README.
+Its description is validated by bioimageio.spec and run through `bioimageio.core.test_model` for
+every weight format; only then is the zip written, under a temporary name renamed to `out`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import OutputError, RunError
+from . import ExportError
+from .architecture import Architecture, architecture, environment_yaml
+from .axes import AxisSize, export_sizes, input_axes, output_axes
+from .preprocessing import preprocessing_steps
+from .readme import ReadmeFacts, render_readme
+from .tensors import find_sample, load_crop, other_valid_shape, write_cover, write_sample_tiff
+
+__all__ = ["DEFAULT_FORMATS", "EXPORT_KEYS", "ExportError", "ExportResult", "export_package"]
+
+DEFAULT_FORMATS = ("torchscript", "pytorch_state_dict")
+KNOWN_FORMATS = ("torchscript", "pytorch_state_dict", "onnx")
+ONNX_OPSET = 17
+TRACE_TOLERANCE = 1e-4
+MMV_IM2IM = {
+    "text": "Sonneck J, Zhou Y, Chen J. MMV_Im2Im: an open source microscopy machine vision toolbox for "
+            "image-to-image transformation. GigaScience (2024).",
+    "doi": "10.1093/gigascience/giad120",
+}
+EXPORT_KEYS = ("export_notes", "run", "training_data", "exported_with")
+"""Keys the export adds to `config.mmv_zoo` next to the resolved settings (drop them to re-validate)."""
+
+FILES = {
+    "torchscript": "weights_torchscript.pt",
+    "pytorch_state_dict": "weights_state_dict.pt",
+    "onnx": "weights.onnx",
+    "architecture": "architecture.py",
+    "environment": "environment.yaml",
+    "test_input": "test_input.npy",
+    "test_output": "test_output.npy",
+    "sample_input": "sample_input.tif",
+    "sample_output": "sample_output.tif",
+    "cover": "cover.png",
+    "readme": "README.md",
+}
+
+
+@dataclass
+class ExportResult:
+    zip_path: Path
+    formats: tuple[str, ...]
+    test_status: str
+    """`passed` when bioimageio.core's test_model passed for every format (else nothing is written)."""
+    test_results: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Approximations made by the export (also in the README and `config.mmv_zoo.export_notes`)."""
+
+
+def export_package(
+    source: str | Path,
+    out: Path,
+    sample: Path | None = None,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
+) -> ExportResult:
+    """Export the run folder or checkpoint `source` to the BioImage.IO package `out` (.zip).
+
+    `sample` is the image cut into the test tensors and cover (default: the run's first validation
+    image). Raises ExportError (a RunError) and leaves nothing at `out` when anything fails.
+    """
+    formats = _check_formats(formats)
+    out = Path(out)
+    if out.suffix.lower() != ".zip":
+        raise ExportError(f"{out}: a BioImage.IO package is a .zip file")
+    try:
+        from ..run import load_model
+
+        model = load_model(source)
+    except ExportError:
+        raise
+    except RunError as e:
+        raise ExportError(str(e)) from None
+    entry = model.entry
+    info = _run_info(Path(source))
+    sizes = export_sizes(entry)
+    sample_path = Path(sample) if sample is not None else find_sample(entry, info)
+    raw = load_crop(sample_path, entry, sizes)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out.parent}: cannot create output folder ({e.strerror or e})") from None
+    with tempfile.TemporaryDirectory(prefix="mmv_zoo_export_") as tmp:
+        builder = _Builder(Path(tmp), model, entry, info or {}, sizes, formats)
+        descr = builder.build(raw, sample_path.name)
+        _write_zip(descr, out)
+    return ExportResult(out, formats, "passed", builder.facts.test_results, builder.notes)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(f.strip() for f in formats if f.strip()))
+    bad = [f for f in chosen if f not in KNOWN_FORMATS]
+    if bad or not chosen:
+        raise ExportError(f"formats {list(formats)}: choose one or more of {list(KNOWN_FORMATS)}")
+    if "onnx" in chosen:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ExportError("formats: onnx needs onnx and onnxruntime (pip install 'mmv_zoo[onnx]')") from None
+    return chosen
+
+
+def _run_info(source: Path) -> dict[str, Any] | None:
+    """run.json of the run folder `source`, or of the run holding the checkpoint `source`."""
+    from ..run import RUN_FILE
+
+    for folder in (source, source.parent, source.parent.parent) if source.is_file() else (source,):
+        path = folder / RUN_FILE
+        if path.is_file():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                return json.loads(path.read_text())
+    return None
+
+
+def _write_zip(descr: Any, out: Path) -> None:
+    """Save the package under a temporary name next to `out`, load it back, then rename it to `out`."""
+    from bioimageio.spec import load_description, save_bioimageio_package
+    from bioimageio.spec.model import v0_5
+
+    partial = out.with_name(f".{out.stem}.partial-{os.getpid()}.zip")
+    try:
+        save_bioimageio_package(descr, output_path=partial)
+        back = load_description(partial, perform_io_checks=True)
+        if not isinstance(back, v0_5.ModelDescr):
+            raise ExportError(f"{out}: the written package does not load back: {_summary_errors(back)}")
+        os.replace(partial, out)
+    except ExportError:
+        raise
+    except Exception as e:
+        raise ExportError(f"{out}: cannot write the package ({type(e).__name__}: {str(e)[:300]})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _summary_errors(obj: Any, limit: int = 5) -> str:
+    summary = getattr(obj, "validation_summary", obj)
+    msgs = []
+    for d in getattr(summary, "details", []):
+        for e in d.errors:
+            loc = ".".join(map(str, e.loc))
+            msgs.append(f"{d.name}: {loc + ': ' if loc else ''}{e.msg}".strip()[:400])
+    return "; ".join(msgs[:limit]) or str(getattr(summary, "status", "unknown status"))
+
+
+class _Builder:
+    """Writes the package files into `folder` and describes them; one export per instance."""
+
+    def __init__(self, folder: Path, model: Any, entry: Any, info: dict[str, Any], sizes: list[AxisSize],
+                 formats: tuple[str, ...]) -> None:
+        import torch
+
+        self.folder, self.model, self.entry, self.info = folder, model, entry, info
+        self.sizes, self.formats = sizes, formats
+        self.net = model.inference_model().eval().cpu()
+        self.torch_version = torch.__version__.split("+")[0]
+        self.space_ids = [s.id for s in sizes]
+        self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
+        self.input_axes = input_axes(entry, sizes, self.notes)
+        self.cite = self._cite(self.notes)
+        self.arch: Architecture | None = None
+        self.facts: ReadmeFacts
+
+    def path(self, key: str) -> Path:
+        return self.folder / FILES[key]
+
+    def build(self, raw: np.ndarray, sample_name: str) -> Any:
+        """Write every file, test the package and return its final description."""
+        from bioimageio.core import __version__ as core_version
+
+        x = raw[None]
+        np.save(self.path("test_input"), x)
+        self._torchscript(x)
+        if "pytorch_state_dict" in self.formats:
+            self._state_dict(x)
+        if "onnx" in self.formats:
+            self._onnx(x)
+        y = self._test_output()
+        write_sample_tiff(self.path("sample_input"), x)
+        write_sample_tiff(self.path("sample_output"), y)
+        write_cover(self.path("cover"), raw, y[0], self.entry.mmv.task == "segmentation")
+        self.facts = ReadmeFacts(
+            formats=list(self.formats), pytorch_version=self.torch_version, sample_name=sample_name,
+            test_shape=tuple(x.shape), preprocessing=[_describe_step(p) for p in self.pre], notes=self.notes,
+            requirements=self.arch.requirements if self.arch else [], run=self.info,
+            bioimageio_core=core_version, opset=ONNX_OPSET, arch_file=FILES["architecture"])
+        self.path("readme").write_text(render_readme(self.entry, self.sizes, self.facts))
+        descr = self.describe(self.formats, with_samples=True)
+        self.facts.test_results = self._test(descr)
+        self.path("readme").write_text(render_readme(self.entry, self.sizes, self.facts))
+        return self.describe(self.formats, with_samples=True)
+
+    # ------------------------------------------------------------ weights
+
+    def _torchscript(self, x: np.ndarray) -> None:
+        """Trace the inference model; check it on a second, differently sized input."""
+        import torch
+
+        example = torch.from_numpy(_roughly_normalized(x))
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                traced = torch.jit.trace(self.net, example, check_trace=False)
+            except Exception as e:
+                raise ExportError(f"torchscript: tracing the network failed ({type(e).__name__}: {e})") from None
+            other = torch.randn(1, x.shape[1], *other_valid_shape(x.shape[2:], self.sizes),
+                                generator=torch.Generator().manual_seed(0))
+            diff = float((traced(other) - self.net(other)).abs().max())
+        if not diff <= TRACE_TOLERANCE:
+            raise ExportError(
+                f"torchscript: the traced model differs from the network by {diff:.3g} on input shape "
+                f"{tuple(other.shape)} (the network's forward depends on the input size in a way tracing cannot keep)"
+            )
+        traced.save(str(self.path("torchscript")))
+
+    def _state_dict(self, x: np.ndarray) -> None:
+        """State dict + standalone architecture; check it loads strictly and reproduces the network."""
+        import importlib.util
+
+        import torch
+
+        self.arch = architecture(self.entry)
+        self.path("architecture").write_text(self.arch.text)
+        if self.arch.requirements:
+            self.path("environment").write_text(environment_yaml(self.arch.requirements, self.torch_version))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        torch.save(state, self.path("pytorch_state_dict"))
+        spec = importlib.util.spec_from_file_location("mmv_zoo_exported_architecture", self.path("architecture"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            rebuilt = getattr(module, self.arch.callable)(**self.arch.kwargs).eval()
+            rebuilt.load_state_dict(torch.load(self.path("pytorch_state_dict"), weights_only=True), strict=True)
+        except Exception as e:
+            raise ExportError(f"pytorch_state_dict: the standalone architecture does not rebuild the network "
+                              f"({type(e).__name__}: {str(e)[:300]})") from None
+        example = torch.from_numpy(_roughly_normalized(x))
+        with torch.no_grad():
+            diff = float((rebuilt(example) - self.net(example)).abs().max())
+        if not diff <= TRACE_TOLERANCE:
+            raise ExportError(f"pytorch_state_dict: the rebuilt network differs from the trained one by {diff:.3g}")
+
+    def _onnx(self, x: np.ndarray) -> None:
+        import torch
+
+        inp, outp = self.entry.inputs[0].id, self.entry.outputs[0].id
+        dynamic = {0: "batch", **{i + 2: a for i, a in enumerate(self.space_ids)}}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(self.net, (torch.from_numpy(_roughly_normalized(x)),), str(self.path("onnx")),
+                                  dynamo=False, opset_version=ONNX_OPSET, input_names=[inp], output_names=[outp],
+                                  dynamic_axes={inp: dynamic, outp: dynamic})
+            except Exception as e:
+                raise ExportError(f"onnx: export failed ({type(e).__name__}: {str(e)[:300]})") from None
+
+    # ------------------------------------------------------------ test tensors and tests
+
+    def _test_output(self) -> np.ndarray:
+        """The exported torchscript module applied to the BioImage.IO-preprocessed test input."""
+        import torch
+        from bioimageio.core import create_prediction_pipeline
+        from bioimageio.core.digest_spec import get_test_input_sample
+
+        x = np.load(self.path("test_input"))
+        np.save(self.path("test_output"), np.ones((1, self.entry.out_channels, *x.shape[2:]), np.float32))
+        draft = self.describe(("torchscript",), with_samples=False)
+        sample = get_test_input_sample(draft)
+        create_prediction_pipeline(bioimageio_model=draft, weight_format="torchscript").apply_preprocessing(sample)
+        axes = [a.id for a in draft.inputs[0].axes]
+        pre = np.ascontiguousarray(sample.members[draft.inputs[0].id].transpose(axes).data.values, np.float32)
+        module = torch.jit.load(str(self.path("torchscript")), map_location="cpu").eval()
+        with torch.no_grad():
+            y = module(torch.from_numpy(pre)).numpy().astype(np.float32)
+        np.save(self.path("test_output"), y)
+        return y
+
+    def _test(self, descr: Any) -> dict[str, str]:
+        """bioimageio.core's test_model per weight format; ExportError with the first failures."""
+        from bioimageio.core import test_model
+
+        results, failures = {}, []
+        for fmt in self.formats:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                summary = test_model(descr, weight_format=fmt)
+            results[fmt] = str(summary.status)
+            if summary.status != "passed":
+                failures.append(f"[{fmt}] {_summary_errors(summary)}")
+        if failures:
+            raise ExportError("the package failed bioimageio.core's test_model: " + " | ".join(failures))
+        return results
+
+    # ------------------------------------------------------------ description
+
+    def describe(self, formats: tuple[str, ...], with_samples: bool) -> Any:
+        """The v0_5.ModelDescr of the files in the folder (ExportError listing the invalid fields)."""
+        from bioimageio.spec.model import v0_5
+        from pydantic import ValidationError
+
+        entry = self.entry
+        inp, outp = entry.inputs[0], entry.outputs[0]
+        extra = with_samples and self.path("sample_input").exists()
+        try:
+            inputs = [v0_5.InputTensorDescr(
+                id=v0_5.TensorId(inp.id), description=inp.description, axes=self.input_axes,
+                test_tensor=v0_5.FileDescr(source=self.path("test_input")),
+                sample_tensor=v0_5.FileDescr(source=self.path("sample_input")) if extra else None,
+                data=v0_5.IntervalOrRatioDataDescr(type="float32"), preprocessing=self.pre)]
+            seg = entry.mmv.task == "segmentation"
+            outputs = [v0_5.OutputTensorDescr(
+                id=v0_5.TensorId(outp.id), description=outp.description, axes=output_axes(entry, self.sizes),
+                test_tensor=v0_5.FileDescr(source=self.path("test_output")),
+                sample_tensor=v0_5.FileDescr(source=self.path("sample_output")) if extra else None,
+                data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0) if seg else (None, None)))]
+            return v0_5.ModelDescr(
+                name=entry.name, description=entry.description.strip(), authors=self._authors(),
+                cite=self.cite, license=entry.license,
+                tags=list(dict.fromkeys([*entry.tags, "mmv_zoo"])),
+                documentation=(v0_5.FileDescr(source=self.path("readme")) if self.path("readme").exists() else None),
+                covers=[v0_5.FileDescr(source=self.path("cover"))] if self.path("cover").exists() else [],
+                version=entry.version, git_repo=entry.git_repo,
+                training_data=self._linked_dataset(),
+                inputs=inputs, outputs=outputs, weights=self._weights(formats), config=self._config())
+        except ValidationError as e:
+            msgs = [f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5]]
+            raise ExportError("the package description is not valid BioImage.IO 0.5: " + "; ".join(msgs)) from None
+
+    def _weights(self, formats: tuple[str, ...]) -> Any:
+        from bioimageio.spec.model import v0_5
+
+        root = "pytorch_state_dict" if "pytorch_state_dict" in formats else "torchscript"
+        if root not in formats:
+            root = formats[0]
+        parent = {f: (None if f == root else root) for f in formats}
+        w: dict[str, Any] = {}
+        if "pytorch_state_dict" in formats and self.arch is not None:
+            deps = (v0_5.FileDescr(source=self.path("environment"))
+                    if self.arch.requirements else None)
+            w["pytorch_state_dict"] = v0_5.PytorchStateDictWeightsDescr(
+                source=self.path("pytorch_state_dict"), pytorch_version=self.torch_version,
+                architecture=v0_5.ArchitectureFromFileDescr(
+                    source=self.path("architecture"), callable=self.arch.callable, kwargs=self.arch.kwargs),
+                dependencies=deps, strict=True)
+        if "torchscript" in formats:
+            w["torchscript"] = v0_5.TorchscriptWeightsDescr(
+                source=self.path("torchscript"), pytorch_version=self.torch_version, parent=parent["torchscript"])
+        if "onnx" in formats:
+            w["onnx"] = v0_5.OnnxWeightsDescr(source=self.path("onnx"), opset_version=ONNX_OPSET,
+                                              parent=parent["onnx"])
+        return v0_5.WeightsDescr(**w)
+
+    def _authors(self) -> list[dict[str, Any]]:
+        return [a.model_dump(exclude_none=True) for a in self.entry.authors]
+
+    def _cite(self, notes: list[str]) -> list[dict[str, Any]]:
+        cites = []
+        for c in self.entry.cite:
+            if c.doi is None and c.url is None:
+                notes.append(f"citation {c.text[:60]!r} left out of rdf.yaml cite (it has no doi or url)")
+                continue
+            cites.append(c.model_dump(exclude_none=True))
+        if not any(c.get("doi") == MMV_IM2IM["doi"] for c in cites):
+            cites.append(dict(MMV_IM2IM))
+        return cites
+
+    def _linked_dataset(self) -> dict[str, Any] | None:
+        data = self.entry.training_data or {}
+        return {"id": data["id"], **({"version": data["version"]} if "version" in data else {})} \
+            if isinstance(data.get("id"), str) else None
+
+    def _config(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        mmv = self.entry.mmv
+        t = mmv.training
+        run = {k: self.info[k] for k in ("entry", "epochs", "steps", "seconds", "monitor", "best_score",
+                                         "train_files", "val_files", "versions") if k in self.info}
+        own: dict[str, Any] = mmv.model_dump(mode="json")
+        try:
+            exported_with = f"mmv_zoo {version('mmv_zoo')}"
+        except PackageNotFoundError:
+            exported_with = "mmv_zoo"
+        own.update(export_notes=list(self.notes), run=run, exported_with=exported_with)
+        if self.entry.training_data and self._linked_dataset() is None:
+            own["training_data"] = self.entry.training_data
+        training = {"training_epochs": self.info.get("epochs", t.max_epochs), "training_batch_size": t.batch_size,
+                    "initial_learning_rate": t.optimizer.lr, "loss_function": mmv.loss.kind,
+                    "optimizer": t.optimizer.kind, "learning_rate_schedule": t.scheduler.kind}
+        return {"mmv_zoo": own, "bioimageio": {"training": training}}
+
+
+def _roughly_normalized(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance float32: a representative network input for tracing and checks."""
+    return ((x - x.mean()) / (x.std() + 1e-6)).astype(np.float32)
+
+
+def _describe_step(step: Any) -> str:
+    kwargs = step.kwargs.model_dump(mode="json", exclude_none=True) if step.kwargs is not None else {}
+    return f"`{step.id}` {json.dumps(kwargs)}"
