@@ -30,6 +30,7 @@ class TrainResult:
 
 def new_run_folder(out: Path, slug: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out.resolve()
     folder = out / slug / stamp
     n = 1
     while folder.exists():
@@ -68,7 +69,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     if progress:
         from pytorch_lightning.callbacks import RichProgressBar
 
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(RichProgressBar(leave=False))
     t = mmv.training
     trainer = pl.Trainer(
         accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,

@@ -145,8 +145,9 @@ def test_predict_bad_inputs(capsys, run_2d, data_3d, tmp_path):
     assert not [p for p in _tree(out) if not p.startswith(".")] and not any(".partial" in p for p in _tree(out))
 
 
-def test_cli_train_predict_roundtrip(capsys, data_2d, tmp_path):
-    args = ["train", "nuclei_semseg_2d", "--data", str(data_2d), "--out", str(tmp_path / "runs"), "--no-progress"]
+def test_cli_train_predict_roundtrip(capsys, data_2d, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative --out, as a user types it
+    args = ["train", "nuclei_semseg_2d", "--data", str(data_2d), "--out", "runs", "--no-progress"]
     code, out, _ = run_cli(args + sum((["--set", o] for o in TINY_2D), []), capsys)
     assert code == 0 and "run folder" in out and "best checkpoint" in out
     run = next((tmp_path / "runs" / "nuclei_semseg_2d").iterdir())
