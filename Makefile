@@ -11,6 +11,7 @@ SAMPLE     := mmv_zoo/sample_data/bbbc007
 HOLDOUT    := 20P1_POS0007_D_1UL
 DEMO       := demo_out
 STAMP      := $(VENV)/.installed
+DEMO_MIN_F1 ?= 0
 
 .PHONY: demo test lint install clean
 
@@ -40,7 +41,8 @@ demo: $(STAMP)
 	$(BIN)/mmv-zoo predict $(DEMO)/runs/nuclei_semseg_2d/* $(SAMPLE)/holdout/images --out $(DEMO)/predictions
 	$(BIN)/python scripts/demo_report.py --image $(SAMPLE)/holdout/images/$(HOLDOUT).tif \
 		--truth $(SAMPLE)/holdout/labels/$(HOLDOUT).tif \
-		--prediction $(DEMO)/predictions/$(HOLDOUT).ome.tiff --figure $(DEMO)/demo_figure.png
+		--prediction $(DEMO)/predictions/$(HOLDOUT).ome.tiff --figure $(DEMO)/demo_figure.png \
+		--min-f1 $(DEMO_MIN_F1)
 	@echo "package: $(DEMO)/nuclei_semseg_2d.zip (BioImage.IO 0.5, tested by bioimageio.core)"
 
 clean:

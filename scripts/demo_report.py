@@ -21,9 +21,9 @@ def main() -> None:
     ap.add_argument("--image", type=Path, required=True)
     ap.add_argument("--truth", type=Path, required=True)
     ap.add_argument("--prediction", type=Path, required=True)
-    ap.add_argument("--bundled-prediction", type=Path, default=None,
-                    help="Optional second prediction (e.g. a shipped model) shown next to the trained one.")
     ap.add_argument("--figure", type=Path, required=True)
+    ap.add_argument("--min-f1", type=float, default=0.0,
+                    help="Exit 1 when the trained model's foreground F1 is below this (CI uses 0.95).")
     args = ap.parse_args()
 
     image = read_image(args.image, 2).data[0]
@@ -51,6 +51,8 @@ def main() -> None:
     print(f"figure: {args.figure.resolve()}")
     if ours["f1"] < base["f1"]:
         print("WARNING: the trained model scored below the Otsu baseline")
+    if ours["f1"] < args.min_f1:
+        raise SystemExit(f"foreground F1 {ours['f1']:.4f} is below the required {args.min_f1}")
 
 
 if __name__ == "__main__":
