@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .entry import Entry, entry_to_yaml
-from .errors import OutputError
+from .errors import OutputError, RunError
 from .io.write import check_writable
 from .run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
 
@@ -79,6 +79,9 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         reload_dataloaders_every_n_epochs=1, default_root_dir=folder,
     )
     trainer.fit(model, datamodule=datamodule)
+    if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop: the run is not complete
+        raise RunError(f"{folder}: training interrupted after {trainer.global_step} steps; the folder keeps "
+                       "its checkpoints but is not a complete run (no run.json)")
 
     metrics = folder / "metrics.csv"
     shutil.copyfile(folder / "logs" / "metrics.csv", metrics)

@@ -163,3 +163,17 @@ def test_real_subprocess_error_has_no_traceback(tmp_path):
     assert res.returncode == 1
     assert "Traceback" not in res.stderr + res.stdout
     assert "no such file" in res.stdout
+
+
+def test_predict_refuses_inputs_that_clash(capsys, run_2d, data_2d, tmp_path):
+    import shutil
+
+    image = sorted((data_2d / "images").iterdir())[0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(image, tmp_path / "a" / "cells.tif")
+    shutil.copy(image, tmp_path / "b" / "cells.tif")
+    code, _, err = run_cli(["predict", str(run_2d), str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                            str(tmp_path / "out")], capsys)
+    assert_clean_error(code, err, "same output", "cells.tif")
+    assert not (tmp_path / "out").exists()

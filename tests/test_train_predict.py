@@ -112,3 +112,29 @@ def test_train_fnet_3d_center_normalization(tmp_path):
     run = train(entry, data, tmp_path / "runs", progress=False)
     assert run.best_checkpoint.is_file()
     assert load_model(run.folder).entry.mmv.data.normalization.source.kind == "center"
+
+
+def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
+    """A run that dies mid-training keeps its folder but is never mistaken for a complete run."""
+    import pytest
+
+    from mmv_zoo.entry import load_entry
+    from mmv_zoo.errors import RunError
+    from mmv_zoo.frameworks.fcn import FCN
+    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.train import train
+
+    from .conftest import TINY_2D
+
+    def boom(self, batch, batch_idx):
+        raise RuntimeError("simulated crash (out of memory)")
+
+    monkeypatch.setattr(FCN, "training_step", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(load_entry("nuclei_semseg_2d", TINY_2D), data_2d, tmp_path / "runs", progress=False)
+    (folder,) = list((tmp_path / "runs" / "nuclei_semseg_2d").iterdir())
+    assert not (folder / "run.json").exists()
+    with pytest.raises(RunError, match="not a complete run"):
+        open_run(folder)
+    with pytest.raises(RunError, match="not a complete run"):
+        predict_files(folder, [sorted((data_2d / "images").iterdir())[0]], tmp_path / "pred")

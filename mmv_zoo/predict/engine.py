@@ -106,6 +106,7 @@ def predict_files(
     from ..run import load_model
 
     paths = expand_inputs(inputs)
+    _refuse_name_clashes(paths, out)
     check_writable(out)
     model = load_model(source)
     entry = model.entry
@@ -125,6 +126,19 @@ def predict_files(
         if on_file is not None:
             on_file(result)
     return results
+
+
+def _refuse_name_clashes(paths: list[Path], out: Path) -> None:
+    """Two inputs that would write the same output file (a/x.tif, b/x.tif) are an error, not a skip."""
+    seen: dict[Path, Path] = {}
+    clashes = []
+    for p in paths:
+        target = output_path(out, p)
+        if target in seen and seen[target].resolve() != p.resolve():
+            clashes.append(f"{seen[target]} and {p} -> {target.name}")
+        seen.setdefault(target, p)
+    if clashes:
+        raise DataError(f"inputs with the same name would write the same output: {'; '.join(clashes[:5])}")
 
 
 def _pixel_sizes(from_file: dict[str, float | None], entry: Any) -> dict[str, float | None]:
