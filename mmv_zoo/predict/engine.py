@@ -51,6 +51,18 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
+def pick_device() -> str:
+    """A GPU when there is one (CUDA or Apple MPS), else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def window_size(entry: Any, image_shape: tuple[int, ...]) -> list[int]:
     """Tile size: valid for the network, no larger than needed for the image, at least the patch."""
     dims = entry.spatial_dims
@@ -107,8 +119,8 @@ def predict_files(
 
     paths = expand_inputs(inputs)
     _refuse_name_clashes(paths, out)
+    model = load_model(source).to(pick_device())
     check_writable(out)
-    model = load_model(source)
     entry = model.entry
     results = []
     for path in paths:
