@@ -138,3 +138,52 @@ def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
         open_run(folder)
     with pytest.raises(RunError, match="not a complete run"):
         predict_files(folder, [sorted((data_2d / "images").iterdir())[0]], tmp_path / "pred")
+
+
+def test_tiled_prediction_blends_many_tiles(run_2d, data_2d, monkeypatch):
+    """An image several windows wide is tiled and blended; the result stays close to one forward pass."""
+    from mmv_zoo.predict import engine
+
+    model = load_model(run_2d)
+    x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :96, :96]
+    monkeypatch.setattr(engine, "DEFAULT_WINDOW", {2: 32, 3: 32})
+    assert engine.window_size(model.entry, (96, 96)) == [32, 32]  # so 9+ tiles, not one
+    tiled = engine.predict_array(model, x, model.entry, overlap=0.5)
+    with torch.no_grad():
+        norm = normalize(x, model.entry.mmv.data.normalization.source)
+        direct = model.inference_model()(torch.from_numpy(norm)[None])[0].numpy()
+    assert tiled.shape == direct.shape == (2, 96, 96)
+    np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-4)  # blended probabilities stay probabilities
+    assert np.abs(tiled - direct).mean() < 0.05
+    assert (tiled.argmax(0) == direct.argmax(0)).mean() > 0.95
+
+
+def test_predict_never_replaces_an_input(run_2d, data_2d, tmp_path):
+    import pytest
+
+    from mmv_zoo.errors import DataError
+    from mmv_zoo.io.write import write_ome_tiff
+    from mmv_zoo.predict.engine import predict_files
+
+    src = read_image(sorted((data_2d / "images").iterdir())[0], 2)
+    image = write_ome_tiff(tmp_path / "cells.ome.tiff", src.data, None, ["dna"])
+    before = image.read_bytes()
+    with pytest.raises(DataError, match="would replace this input"):
+        predict_files(run_2d, [image], tmp_path, overwrite=True)
+    assert image.read_bytes() == before
+
+
+def test_predict_time_lapse_and_tiny_images(run_2d, data_2d, tmp_path):
+    from mmv_zoo.io.write import write_ome_tiff
+    from mmv_zoo.predict.engine import predict_files
+
+    src = read_image(sorted((data_2d / "images").iterdir())[0], 2).data
+    movie = np.stack([src[:, :40, :48], src[:, 8:48, :48], src[:, 16:56, :48]])[:, :, None]  # T, C, Z, Y, X
+    write_ome_tiff(tmp_path / "in" / "movie.ome.tiff", movie, None, ["dna"])
+    write_ome_tiff(tmp_path / "in" / "tiny.ome.tiff", src[:, :3, :3], None, ["dna"])
+    results = predict_files(run_2d, [tmp_path / "in"], tmp_path / "out")
+    from bioio import BioImage
+
+    out = {p.input.name: BioImage(p.output) for p in results}
+    assert out["movie.ome.tiff"].dims.T == 3 and out["movie.ome.tiff"].dims.Y == 40
+    assert (out["tiny.ome.tiff"].dims.Y, out["tiny.ome.tiff"].dims.X) == (3, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,13 @@ def image_stem(path: Path) -> str:
     return path.stem
 
 
+def _short(reason: str, limit: int = 240) -> str:
+    """A library's message cut at a word boundary (never mid-URL)."""
+    if len(reason) <= limit:
+        return reason
+    return reason[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _open(path: Path):  # -> bioio.BioImage
     from bioio import BioImage
 
@@ -49,19 +57,23 @@ def _open(path: Path):  # -> bioio.BioImage
         return BioImage(path)
     except Exception as e:  # bioio raises many kinds for unreadable files
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read image ({reason[:200]})") from None
+        raise DataError(f"{path}: cannot read image ({_short(reason)})") from None
 
 
-def read_image(path: str | Path, spatial_dims: int, t: int = 0) -> Image:
-    """Read time point `t` of `path` as (C, Y, X) for 2D or (C, Z, Y, X) for 3D.
+def read_image(path: str | Path, spatial_dims: int, t: int | None = None) -> Image:
+    """Read `path` as (C, Y, X) for 2D or (C, Z, Y, X) for 3D; `t` picks a time point.
 
     RGB(A) samples become channels. A stack with more than one Z slice given to a 2D reader is an
-    error, as is a single plane given to a 3D reader.
+    error, as is a single plane given to a 3D reader, and a time-lapse read without `t`.
     """
     path = Path(path)
     img = _open(path)
+    dims = _dims(img, path)
+    if t is None:
+        if dims.T > 1:
+            raise DataError(f"{path}: is a time-lapse ({dims.T} time points); give single time points")
+        t = 0
     try:
-        dims = img.dims
         order = "CZYX"
         if "S" in img.dims.order and dims.S > 1:
             if dims.C > 1:
@@ -76,7 +88,7 @@ def read_image(path: str | Path, spatial_dims: int, t: int = 0) -> Image:
         raise
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read image data, the file may be corrupt ({reason[:200]})") from None
+        raise DataError(f"{path}: cannot read image data, the file may be corrupt ({_short(reason)})") from None
     nz = data.shape[1]
     if spatial_dims == 2:
         if nz > 1:
@@ -87,6 +99,18 @@ def read_image(path: str | Path, spatial_dims: int, t: int = 0) -> Image:
     if len(names) != data.shape[0]:
         names = [f"channel{i}" for i in range(data.shape[0])]
     return Image(data=data, path=path, pixel_sizes=sizes, channel_names=names)
+
+
+def count_timepoints(path: str | Path) -> int:
+    return int(_dims(_open(Path(path)), Path(path)).T)
+
+
+def _dims(img: Any, path: Path) -> Any:
+    try:
+        return img.dims
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot read image data, the file may be corrupt ({_short(reason)})") from None
 
 
 def select_channels(image: Image, n_channels: int, channels: list[int] | None = None) -> np.ndarray:
@@ -100,6 +124,6 @@ def select_channels(image: Image, n_channels: int, channels: list[int] | None = 
     if data.shape[0] != n_channels:
         raise DataError(
             f"{image.path}: has {data.shape[0]} channel(s) but the entry's inputs[0] takes {n_channels}"
-            " (choose channels with --channels)"
+            f" ({image.channel_names}; when predicting, pick them with --channels)"
         )
     return data

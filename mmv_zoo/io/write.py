@@ -11,14 +11,24 @@ from ..errors import OutputError
 
 
 def check_writable(folder: Path) -> None:
-    """Create `folder` if needed and make sure files can be written there."""
+    """Fail early if `folder` could not be created or written; creates nothing."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{folder}: cannot write output folder ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: cannot write output folder (no write permission in {existing})")
+
+
+def make_folder(folder: Path) -> Path:
+    """Create `folder` (and parents) when the first output is written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".mmv_zoo_write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as e:
         raise OutputError(f"{folder}: cannot write output folder ({e.strerror or e})") from None
+    return folder
 
 
 def temporary_path(path: Path) -> Path:
@@ -31,18 +41,21 @@ def write_ome_tiff(
     pixel_sizes: dict[str, float | None] | None = None,
     channel_names: list[str] | None = None,
 ) -> Path:
-    """Write (C, Y, X) or (C, Z, Y, X) `data` to `path` atomically; returns `path`."""
+    """Write (C, Y, X), (C, Z, Y, X) or (T, C, Z, Y, X) `data` to `path` atomically; returns `path`."""
     from bioio.writers import OmeTiffWriter
     from bioio_base.types import PhysicalPixelSizes
 
     if data.ndim == 3:
         data = data[:, None]
+    if data.ndim == 4:
+        data = data[None]
+    make_folder(path.parent)
     sizes = pixel_sizes or {}
     pps = PhysicalPixelSizes(Z=sizes.get("z"), Y=sizes.get("y"), X=sizes.get("x"))
     tmp = temporary_path(path)
     try:
         OmeTiffWriter.save(
-            data, tmp, dim_order="CZYX", channel_names=channel_names, physical_pixel_sizes=pps, image_name=path.stem
+            data, tmp, dim_order="TCZYX", channel_names=channel_names, physical_pixel_sizes=pps, image_name=path.stem
         )
         os.replace(tmp, path)
     except OSError as e:

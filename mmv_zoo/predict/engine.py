@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..io.read import image_stem, is_image, read_image, select_channels
+from ..io.read import count_timepoints, image_stem, is_image, read_image, select_channels
 from ..io.write import check_writable, write_ome_tiff
 from ..transforms.normalize import normalize
 
@@ -75,7 +75,10 @@ def window_size(entry: Any, image_shape: tuple[int, ...]) -> list[int]:
 
 
 def predict_array(model: Any, x: np.ndarray, entry: Any, overlap: float = 0.25, batch_size: int = 4) -> np.ndarray:
-    """Normalize (C, [Z], Y, X) `x` and return the network output (K, [Z], Y, X) as float32."""
+    """Normalize (C, [Z], Y, X) `x` and return the network output (K, [Z], Y, X) as float32.
+
+    Tiles run on the model's device; the blended output is stitched on the CPU.
+    """
     import torch
     from monai.inferers import sliding_window_inference
 
@@ -83,11 +86,14 @@ def predict_array(model: Any, x: np.ndarray, entry: Any, overlap: float = 0.25, 
     roi = window_size(entry, norm.shape[1:])
     net = model.inference_model().eval()
     device = next(net.parameters()).device
+    # reflect-pad images smaller than a tile where possible, else repeat the edge (as training does)
+    reflect = all(r - n < n for r, n in zip(roi, norm.shape[1:], strict=True))
     with torch.inference_mode():
-        t = torch.from_numpy(norm)[None].to(device)
+        t = torch.from_numpy(norm)[None]
         y = sliding_window_inference(t, roi, batch_size, net, overlap=overlap, mode="gaussian",
-                                     padding_mode="reflect" if all(n > 1 for n in norm.shape[1:]) else "constant")
-    return y[0].float().cpu().numpy()
+                                     padding_mode="reflect" if reflect else "replicate",
+                                     sw_device=device, device=torch.device("cpu"))
+    return y[0].float().numpy()
 
 
 def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False) -> tuple[np.ndarray, list[str]]:
@@ -114,13 +120,16 @@ def predict_files(
     channels: list[int] | None = None,
     on_file: Callable[[Prediction], None] | None = None,
 ) -> list[Prediction]:
-    """Predict every input image with a trained run (folder or checkpoint); one OME-TIFF each in `out`."""
+    """Predict every input image with a trained run (folder or checkpoint); one OME-TIFF each in `out`.
+
+    Time-lapses are predicted frame by frame and written with their T axis.
+    """
     from ..run import load_model
 
-    paths = expand_inputs(inputs)
+    paths = list(dict.fromkeys(expand_inputs(inputs)))
     _refuse_name_clashes(paths, out)
-    model = load_model(source).to(pick_device())
     check_writable(out)
+    model = load_model(source).to(pick_device())
     entry = model.entry
     results = []
     for path in paths:
@@ -128,11 +137,19 @@ def predict_files(
         if target.exists() and not overwrite:
             result = Prediction(path, target, skipped=True)
         else:
-            image = read_image(path, entry.spatial_dims)
-            x = select_channels(image, entry.in_channels, channels)
-            y, names = postprocess(predict_array(model, x, entry, overlap), entry, probabilities)
-            sizes = _pixel_sizes(image.pixel_sizes, entry)
-            write_ome_tiff(target, y, sizes, names)
+            frames, sizes, names = [], {}, []
+            for t in range(count_timepoints(path)):
+                image = read_image(path, entry.spatial_dims, t=t)
+                x = select_channels(image, entry.in_channels, channels)
+                try:
+                    y = predict_array(model, x, entry, overlap)
+                except RuntimeError as e:  # e.g. out of memory: name the file
+                    raise DataError(f"{path}: prediction failed ({str(e).splitlines()[0][:200]})") from None
+                y, names = postprocess(y, entry, probabilities)
+                frames.append(y if y.ndim == 4 else y[:, None])  # (C, Z, Y, X)
+                sizes = _pixel_sizes(image.pixel_sizes, entry)
+            data = frames[0] if len(frames) == 1 else np.stack(frames)
+            write_ome_tiff(target, data, sizes, names)
             result = Prediction(path, target)
         results.append(result)
         if on_file is not None:
@@ -144,8 +161,11 @@ def _refuse_name_clashes(paths: list[Path], out: Path) -> None:
     """Two inputs that would write the same output file (a/x.tif, b/x.tif) are an error, not a skip."""
     seen: dict[Path, Path] = {}
     clashes = []
+    inputs = {p.resolve() for p in paths}
     for p in paths:
         target = output_path(out, p)
+        if target.resolve() in inputs:
+            raise DataError(f"{p}: the output would replace this input; choose another --out folder")
         if target in seen and seen[target].resolve() != p.resolve():
             clashes.append(f"{seen[target]} and {p} -> {target.name}")
         seen.setdefault(target, p)
