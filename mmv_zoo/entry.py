@@ -6,6 +6,7 @@ validates everything; every problem becomes an `EntryError` naming the file and 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,7 +51,7 @@ class SpaceAxis(Strict):
     type: Literal["space"]
     id: Literal["z", "y", "x"]
     unit: str | None = None
-    scale: float = 1.0
+    scale: float = Field(default=1.0, gt=0)
     """Physical size of a pixel along this axis (in `unit`)."""
     description: str | None = None
 
@@ -132,6 +133,14 @@ class Entry(Strict):
     def slug(self) -> str:
         """Short name: the entry's folder name, else its `id`, else its name in snake case."""
         if self._source is not None:
+            if self._source.name != RDF_NAME:
+                return self._source.stem  # my_entries/nuclei_v2.yaml -> nuclei_v2
+            run_info = self._source.parent / "run.json"
+            if run_info.is_file():  # the resolved entry inside a run folder: the run's entry
+                import json
+
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    return str(json.loads(run_info.read_text())["entry"])
             return self._source.parent.name
         return self.id or "_".join(self.name.lower().split())
 
@@ -360,7 +369,10 @@ def read_entry_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise EntryError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise EntryError(f"{path}: not valid YAML ({where}{problem})") from None
     except OSError as e:
         raise EntryError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(data, dict):

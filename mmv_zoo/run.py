@@ -27,10 +27,6 @@ class Run:
     def best_checkpoint(self) -> Path:
         return self.folder / self.info["best_checkpoint"]
 
-    @property
-    def entry_slug(self) -> str:
-        return self.info["entry"]
-
 
 def open_run(folder: str | Path) -> Run:
     folder = Path(folder)
@@ -66,8 +62,8 @@ def load_model(source: str | Path) -> Any:
         raise RunError(f"{ckpt_path}: checkpoint missing")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RunError(f"{ckpt_path}: not a readable checkpoint ({str(e).splitlines()[0][:200]})") from None
+    except Exception:  # torch's own text suggests weights_only=False, which we never do for files
+        raise RunError(f"{ckpt_path}: not a PyTorch checkpoint of mmv_zoo (cannot be loaded safely)") from None
     try:
         entry_dict = ckpt["hyper_parameters"]["entry"]
         state = ckpt["state_dict"]

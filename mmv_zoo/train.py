@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .entry import Entry, entry_to_yaml
-from .errors import OutputError, RunError
+from .errors import EntryError, OutputError, RunError
 from .io.write import check_writable
 from .run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
 
@@ -50,19 +50,18 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
 
     t0 = time.time()
     mmv = entry.mmv
+    t = mmv.training
+    if t.devices != 1:
+        raise EntryError(f"{entry.source}: config.mmv_zoo.training.devices: {t.devices!r}; multi-device "
+                         "training is not available yet, use 1")
     check_writable(out)
     datamodule = PairedDataModule(entry, Path(data))
     datamodule.prepare()  # every file read and checked before the run folder exists
-    pl.seed_everything(mmv.training.seed, workers=True, verbose=False)
+    pl.seed_everything(t.seed, workers=True, verbose=False)
     model = framework_class(mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
 
     folder = new_run_folder(out, entry.slug)
-    try:
-        folder.mkdir(parents=True)
-        (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
-    monitor = mmv.training.checkpoint_monitor
+    monitor = t.checkpoint_monitor
     checkpoint = ModelCheckpoint(dirpath=folder / CHECKPOINTS, filename="best", monitor=monitor,
                                  mode="min" if monitor == "val_loss" else "max", save_last=True)
     callbacks: list[Any] = [checkpoint]
@@ -70,14 +69,22 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=False))
-    t = mmv.training
-    trainer = pl.Trainer(
-        accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
-        max_steps=t.max_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
-        logger=CSVLogger(save_dir=folder, name="logs", version=""), callbacks=callbacks,
-        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
-        reload_dataloaders_every_n_epochs=1, default_root_dir=folder,
-    )
+    quiet_lightning()
+    try:  # settings the machine cannot honour (accelerator: gpu without one, ...) fail here, before any file
+        trainer = pl.Trainer(
+            accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
+            max_steps=t.max_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
+            logger=CSVLogger(save_dir=folder, name="logs", version=""), callbacks=callbacks,
+            enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
+            reload_dataloaders_every_n_epochs=1, default_root_dir=folder,
+        )
+    except Exception as e:  # Lightning's MisconfigurationException and friends
+        raise EntryError(f"{entry.source}: config.mmv_zoo.training: {str(e).splitlines()[0]}") from None
+    try:
+        folder.mkdir(parents=True)
+        (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
     trainer.fit(model, datamodule=datamodule)
     if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop: the run is not complete
         raise RunError(f"{folder}: training interrupted after {trainer.global_step} steps; the folder keeps "
@@ -86,8 +93,8 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     metrics = folder / "metrics.csv"
     shutil.copyfile(folder / "logs" / "metrics.csv", metrics)
     plot = plot_metrics(metrics, folder / "loss_curve.png")
-    best = Path(checkpoint.best_model_path)
     last = folder / CHECKPOINTS / "last.ckpt"
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last  # no validation ran
     score = checkpoint.best_model_score
     info = {
         "entry": entry.slug,
@@ -106,6 +113,17 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     }
     (folder / RUN_FILE).write_text(json.dumps(info, indent=1))
     return TrainResult(folder, best, last, metrics, plot, info["best_score"], info["seconds"])
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's banners (GPU available, tips) and known deprecation noise off the console."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def _versions() -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +74,3 @@ def run_3d(data_3d, tmp_path_factory) -> Path:
     entry = load_entry("denoise_3d_care", TINY_3D + ["network.channels=[4,8,16]"])
     return train(entry, data_3d, tmp_path_factory.mktemp("runs3d"), progress=False).folder
 
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

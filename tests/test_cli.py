@@ -177,3 +177,79 @@ def test_predict_refuses_inputs_that_clash(capsys, run_2d, data_2d, tmp_path):
                             str(tmp_path / "out")], capsys)
     assert_clean_error(code, err, "same output", "cells.tif")
     assert not (tmp_path / "out").exists()
+
+
+def _copy_data(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_float_labels(capsys, data_2d, tmp_path):
+    """Float masks (0 / 0.9) are foreground in foreground mode and refused as class ids."""
+    from mmv_zoo.data.dataset import load_pair
+    from mmv_zoo.data.pairs import Pair
+    from mmv_zoo.entry import load_entry
+    from mmv_zoo.errors import DataError
+
+    data = _copy_data(data_2d, tmp_path / "data")
+    for p in (data / "labels").iterdir():
+        tifffile.imwrite(p, (tifffile.imread(p) > 0).astype(np.float32) * 0.9)
+    name = sorted((data / "images").iterdir())[0].name
+    pair = Pair(data / "images" / name, data / "labels" / name)
+    loaded = load_pair(pair, load_entry("nuclei_semseg_2d"))
+    assert loaded.target.max() == 1 and loaded.target.sum() > 0
+    with pytest.raises(DataError, match="non-integer"):
+        load_pair(pair, load_entry("nuclei_semseg_2d", ["data.labels=classes"]))
+
+
+def test_labels_without_foreground_are_refused(capsys, data_2d, tmp_path):
+    data = _copy_data(data_2d, tmp_path / "data")
+    for p in (data / "labels").iterdir():
+        tifffile.imwrite(p, np.zeros_like(tifffile.imread(p)))
+    code, _, err = run_cli(["train", "nuclei_semseg_2d", "--data", str(data), "--out", str(tmp_path / "runs")],
+                           capsys)
+    assert_clean_error(code, err, "no label image has any foreground")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_settings_the_machine_cannot_honour(capsys, data_2d, tmp_path):
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["train", "nuclei_semseg_2d", "--data", str(data_2d), "--out", str(out),
+                            "--set", "training.accelerator=gpu", *sum((["--set", o] for o in TINY_2D), [])], capsys)
+    if code == 0:  # a machine with a GPU: the run is fine
+        return
+    assert_clean_error(code, err, "config.mmv_zoo.training")
+    assert not out.exists()
+    code, _, err = run_cli(["train", "nuclei_semseg_2d", "--data", str(data_2d), "--out", str(out),
+                            "--set", "training.devices=2"], capsys)
+    assert_clean_error(code, err, "training.devices", "use 1")
+    assert not out.exists()
+
+
+def test_validation_that_would_never_run_is_refused(capsys):
+    code, _, err = run_cli(["show", "nuclei_semseg_2d", "--set", "training.check_val_every_n_epoch=5",
+                            "--set", "training.max_epochs=2"], capsys)
+    assert_clean_error(code, err, "check_val_every_n_epoch", "never run")
+    code, out, _ = run_cli(["show", "nuclei_semseg_2d", "--set", "training.precision=32"], capsys)
+    assert code == 0 and "precision: '32'" in out
+
+
+def test_not_a_checkpoint(capsys, data_2d, tmp_path):
+    fake = tmp_path / "model.ckpt"
+    fake.write_text("hello")
+    code, _, err = run_cli(["predict", str(fake), str(data_2d / "images"), "--out", str(tmp_path / "out")], capsys)
+    assert_clean_error(code, err, "model.ckpt", "not a PyTorch checkpoint")
+    assert "weights_only" not in err
+    code, _, err = run_cli(["train", "nuclei_semseg_2d", "--data", str(fake), "--out", str(tmp_path / "r")], capsys)
+    assert_clean_error(code, err, "is a file")
+
+
+def test_run_folder_named_after_entry_file(capsys, data_2d, tmp_path):
+    from mmv_zoo.entry import load_entry
+
+    src = Path(__file__).parents[1] / "zoo" / "nuclei_semseg_2d" / "rdf.yaml"
+    mine = tmp_path / "nuclei_v2.yaml"
+    mine.write_text(src.read_text())
+    assert load_entry(mine).slug == "nuclei_v2"

@@ -21,6 +21,9 @@ def test_run_folder_is_complete(run_2d):
     assert info["entry"] == "nuclei_semseg_2d"
     assert len(info["train_files"]) + len(info["val_files"]) == 3
     assert info["steps"] > 0
+    from mmv_zoo.entry import load_entry
+
+    assert load_entry(run_2d / "rdf.yaml").slug == "nuclei_semseg_2d"  # retraining a run keeps its name
     header = (run_2d / "metrics.csv").read_text().splitlines()[0]
     assert "train_loss" in header and "val_loss" in header and "val_metric" in header
 

@@ -37,9 +37,14 @@ def load_pair(pair: Pair, entry: Any) -> LoadedPair:
     if mmv.task == "segmentation":
         if tgt_img.data.shape[0] != 1:
             raise DataError(f"{pair.target}: a label image needs one channel, it has {tgt_img.data.shape[0]}")
-        labels = tgt_img.data.astype(np.int64)
+        raw = tgt_img.data
         if mmv.data.labels == "foreground":
-            labels = (labels > 0).astype(np.int64)
+            labels = (raw > 0).astype(np.int64)
+        else:
+            if np.issubdtype(raw.dtype, np.floating) and not np.array_equal(raw, np.round(raw)):
+                raise DataError(f"{pair.target}: label image has non-integer values ({raw.dtype}); class ids "
+                                "must be whole numbers (or use data.labels: foreground)")
+            labels = raw.astype(np.int64)
         top = int(labels.max())
         if labels.min() < 0 or top >= entry.out_channels:
             raise DataError(

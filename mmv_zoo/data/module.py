@@ -24,6 +24,8 @@ def load_all(pairs: list[Pair], entry: Any) -> list[LoadedPair]:
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(f"{len(problems)} bad file(s): " + "; ".join(problems[:5]) + more)
+    if entry.mmv.task == "segmentation" and loaded and all(int(p.target.max()) == 0 for p in loaded):
+        raise DataError(f"{pairs[0].target.parent}: no label image has any foreground (all zeros); nothing to learn")
     return loaded
 
 

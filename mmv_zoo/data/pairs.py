@@ -86,6 +86,8 @@ def csv_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
 
 
 def find_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
+    if root.is_file():
+        raise DataError(f"{root}: is a file; --data takes the folder that holds the training images")
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
     if layout.layout == "csv":

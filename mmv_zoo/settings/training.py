@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
 
@@ -133,3 +133,17 @@ class TrainingSettings(Strict):
     check_val_every_n_epoch: int = Field(default=1, ge=1)
     checkpoint_monitor: Literal["val_loss", "val_metric"] = "val_loss"
     """The quantity that picks the best checkpoint."""
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _validation_runs(self) -> TrainingSettings:
+        if self.check_val_every_n_epoch > self.max_epochs:
+            raise ValueError(f"check_val_every_n_epoch ({self.check_val_every_n_epoch}) is more than max_epochs "
+                             f"({self.max_epochs}): validation would never run")
+        if self.scheduler.kind == "plateau" and self.check_val_every_n_epoch != 1:
+            raise ValueError("scheduler plateau follows val_loss every epoch: it needs check_val_every_n_epoch: 1")
+        return self
