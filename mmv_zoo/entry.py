@@ -7,7 +7,6 @@ validates everything; every problem becomes an `EntryError` naming the file and 
 from __future__ import annotations
 
 import contextlib
-import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,8 +14,10 @@ import yaml
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import EntryError
+from .overrides import apply_overrides
 from .settings import MmvZooSettings
 from .settings.base import Strict
+from .settings.messages import format_validation_error
 from .settings.training import REGRESSION_LOSSES, SEGMENTATION_LOSSES
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -223,7 +224,7 @@ class Entry(Strict):
         return self
 
 
-# ---------------------------------------------------------------- loading and overrides
+# ---------------------------------------------------------------- loading
 
 
 def bundled_entries() -> list[str]:
@@ -245,124 +246,13 @@ def resolve_entry_path(ref: str | Path) -> Path:
     raise EntryError(f"{ref}: no such file, folder or zoo entry (zoo entries: {', '.join(bundled_entries())})")
 
 
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise EntryError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.max_epochs=5")
-    key, raw = item.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise EntryError(f"--set {item!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `data` with `a.b=c` overrides applied (YAML values; paths relative to the
-    entry root when the first key is a root field, else to `config.mmv_zoo`)."""
-    out = copy.deepcopy(data)
-    for item in overrides:
-        keys, value = _parse_override(item)
-        if keys[0] not in Entry.model_fields:
-            keys = ["config", "mmv_zoo", *keys]
-        node: Any = out
-        for i, k in enumerate(keys[:-1]):
-            if isinstance(node, list):
-                if not k.isdigit() or int(k) >= len(node):
-                    where = ".".join(keys[: i + 1])
-                    raise EntryError(f"--set {item!r}: {where} is not an index of a list of {len(node)}")
-                node = node[int(k)]
-            else:
-                if not isinstance(node.get(k, {}), dict | list):
-                    raise EntryError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is a value, not a section")
-                node = node.setdefault(k, {})
-        last = keys[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise EntryError(f"--set {item!r}: {last} is not an index of a list of {len(node)}")
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return out
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `source: field.path: message`."""
-    lines = []
-    for e in err.errors():
-        loc, parent = _walk(e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-            if parent is not None:
-                msg += f" (valid keys: {', '.join(parent.model_fields)})"
-        elif e["type"] == "union_tag_invalid":
-            ctx = e.get("ctx", {})
-            what = ctx.get("discriminator", "kind").strip("'")
-            msg = f"unknown {what} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
-        prefix = f"{loc}: " if loc and not msg.startswith(loc) else ""
-        lines.append(f"{source}: {prefix}{msg}")
-    return "\n".join(lines)
-
-
-def _members(ann: Any) -> list[Any]:
-    """The pydantic models an annotation can hold (through Annotated, list, Optional, unions)."""
-    import typing
-
-    origin = typing.get_origin(ann)
-    if origin is typing.Annotated:
-        return _members(typing.get_args(ann)[0])
-    if origin is not None:
-        return [m for a in typing.get_args(ann) for m in _members(a)]
-    return [ann] if hasattr(ann, "model_fields") else []
-
-
-def _walk(loc: tuple[Any, ...]) -> tuple[str, Any]:
-    """Clean field path (union tags and validator names dropped) and the model holding the last part."""
-    path: list[str] = []
-    models: list[Any] = [Entry]
-    parent = None
-    for part in loc:
-        if isinstance(part, int):
-            path.append(f"[{part}]")
-            continue
-        part = str(part)
-        tagged = [m for m in models if _tag_of(m) == part]
-        if tagged:  # the tag pydantic inserts after a discriminated-union field
-            models = tagged
-            continue
-        if part.startswith("function-"):
-            continue
-        holder = next((m for m in models if part in m.model_fields), None)
-        path.append(part)
-        if holder is None:  # an unknown key: report the model it was given to
-            parent = models[0] if len(models) == 1 else None
-            models = []
-            continue
-        parent = holder
-        models = _members(holder.model_fields[part].annotation)
-    return ".".join(path).replace(".[", "["), parent
-
-
-def _tag_of(model: Any) -> str | None:
-    import typing
-
-    for key in ("kind", "layout", "type"):
-        f = model.model_fields.get(key)
-        if f is not None and typing.get_origin(f.annotation) is Literal:
-            args = typing.get_args(f.annotation)
-            return str(args[0]) if len(args) == 1 else None
-    return None
-
-
 def validate_entry_data(data: Any, source: str) -> Entry:
     if not isinstance(data, dict):
         raise EntryError(f"{source}: expected a YAML mapping at the top level")
     try:
         return Entry.model_validate(data)
     except ValidationError as e:
-        raise EntryError(format_validation_error(e, source)) from None
+        raise EntryError(format_validation_error(e, source, Entry)) from None
 
 
 def read_entry_yaml(path: Path) -> dict[str, Any]:
@@ -383,7 +273,7 @@ def read_entry_yaml(path: Path) -> dict[str, Any]:
 def load_entry(ref: str | Path, overrides: list[str] | None = None) -> Entry:
     """Load, override and validate an entry given by name, folder or rdf.yaml path."""
     path = resolve_entry_path(ref)
-    data = apply_overrides(read_entry_yaml(path), overrides or [])
+    data = apply_overrides(read_entry_yaml(path), overrides or [], Entry.model_fields)
     entry = validate_entry_data(data, str(path) + (" (with --set overrides)" if overrides else ""))
     entry._source = path.resolve()
     return entry

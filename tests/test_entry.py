@@ -9,6 +9,7 @@ import yaml
 
 from mmv_zoo.entry import (
     ZOO_DIR,
+    Entry,
     EntryError,
     apply_overrides,
     bundled_entries,
@@ -98,7 +99,7 @@ def test_python_network_is_checked_at_validation():
 def test_overrides_parse_yaml_values_and_root_paths():
     data = yaml.safe_load((ZOO_DIR / "nuclei_semseg_2d" / "rdf.yaml").read_text())
     out = apply_overrides(data, ["training.max_epochs=3", "data.patch=[64, 64]", "name=Another name",
-                                 "inputs.0.axes.1.channel_names=[dapi]"])
+                                 "inputs.0.axes.1.channel_names=[dapi]"], Entry.model_fields)
     assert out["config"]["mmv_zoo"]["training"]["max_epochs"] == 3
     assert out["config"]["mmv_zoo"]["data"]["patch"] == [64, 64]
     assert out["name"] == "Another name"

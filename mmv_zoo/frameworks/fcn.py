@@ -36,7 +36,7 @@ def foreground_dice(logits: torch.Tensor, target: torch.Tensor, n_classes: int) 
         denom = p.sum() + t.sum()
         if denom > 0:
             scores.append(2 * (p & t).sum() / denom)
-    return torch.stack(scores).mean() if scores else torch.tensor(1.0)
+    return torch.stack(scores).mean() if scores else torch.ones((), device=logits.device)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

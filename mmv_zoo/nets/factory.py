@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..settings.networks import per_axis
+from .sizes import per_axis
 
 
 @dataclass

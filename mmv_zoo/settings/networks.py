@@ -14,19 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from ..nets.sizes import PerAxis, per_axis
 from .base import Strict
-
-# A per-axis value: one number for every spatial axis, or one per axis (z, y, x order).
-PerAxis = int | list[int]
-
-
-def per_axis(value: PerAxis, spatial_dims: int) -> list[int]:
-    """Expand an int or list to one value per spatial axis."""
-    if isinstance(value, int):
-        return [value] * spatial_dims
-    if len(value) != spatial_dims:
-        raise ValueError(f"has {len(value)} values but the entry has {spatial_dims} spatial axes")
-    return list(value)
 
 
 class SizeRule(Strict):
