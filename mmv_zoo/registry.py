@@ -26,9 +26,14 @@ def resolve(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def frameworks() -> dict[str, str]:
+    """Framework kind -> `module:Class`, built-ins first (a plugin cannot replace a built-in)."""
+    return {**_plugins(ENTRY_POINT_GROUPS["frameworks"]), **FRAMEWORKS}
+
+
 def framework_class(kind: str) -> Any:
     """The LightningModule class for a framework kind (built-in or plugin)."""
-    table = {**_plugins(ENTRY_POINT_GROUPS["frameworks"]), **FRAMEWORKS}
+    table = frameworks()
     if kind not in table:
         raise KeyError(f"unknown framework {kind!r}; known: {sorted(table)}")
     return resolve(table[kind])
