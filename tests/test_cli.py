@@ -253,3 +253,18 @@ def test_run_folder_named_after_entry_file(capsys, data_2d, tmp_path):
     mine = tmp_path / "nuclei_v2.yaml"
     mine.write_text(src.read_text())
     assert load_entry(mine).slug == "nuclei_v2"
+
+
+def test_export_refuses_to_replace_and_bad_paths(capsys, run_2d, tmp_path):
+    existing = tmp_path / "model.zip"
+    existing.write_bytes(b"precious")
+    code, _, err = run_cli(["export", str(run_2d), "--out", str(existing)], capsys)
+    assert_clean_error(code, err, "model.zip", "--overwrite")
+    assert existing.read_bytes() == b"precious"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = run_cli(["export", str(run_2d), "--out", str(blocker / "m.zip")], capsys)
+    assert_clean_error(code, err, "is a file")
+    code, _, err = run_cli(["export", str(run_2d), "--out", str(tmp_path / "m.zip"), "--formats", "tflite"], capsys)
+    assert_clean_error(code, err, "tflite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "model.zip"]

@@ -160,11 +160,13 @@ def export(
                                                      "run's first validation image).")] = None,
     formats: Annotated[str, typer.Option(help="Weight formats, comma-separated: torchscript, "
                                               "pytorch_state_dict, onnx.")] = "torchscript,pytorch_state_dict",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing package at --out.")] = False,
 ) -> None:
     """Export a trained run as a BioImage.IO model package, tested by bioimageio.core before it is kept."""
     from ..export.package import export_package
 
-    result = export_package(source, out, sample=sample, formats=tuple(f.strip() for f in formats.split(",") if f))
+    result = export_package(source, out, sample=sample, formats=tuple(f.strip() for f in formats.split(",") if f),
+                            overwrite=overwrite)
     _console().print(f"[bold green]exported[/bold green] {result.zip_path} ({', '.join(result.formats)}; "
                      f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
 

@@ -72,16 +72,23 @@ def export_package(
     out: Path,
     sample: Path | None = None,
     formats: tuple[str, ...] = DEFAULT_FORMATS,
+    overwrite: bool = False,
 ) -> ExportResult:
     """Export the run folder or checkpoint `source` to the BioImage.IO package `out` (.zip).
 
     `sample` is the image cut into the test tensors and cover (default: the run's first validation
-    image). Raises ExportError (a RunError) and leaves nothing at `out` when anything fails.
+    image). Raises ExportError (a RunError) and leaves nothing at `out` when anything fails; an
+    existing `out` is only replaced with `overwrite`.
     """
+    from ..io.write import check_writable
+
     formats = _check_formats(formats)
     out = Path(out)
     if out.suffix.lower() != ".zip":
         raise ExportError(f"{out}: a BioImage.IO package is a .zip file")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: exists already (pass --overwrite to replace it)")
+    check_writable(out.parent)
     try:
         from ..run import load_model
 
@@ -95,13 +102,13 @@ def export_package(
     sizes = export_sizes(entry)
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)
     raw = load_crop(sample_path, entry, sizes)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{out.parent}: cannot create output folder ({e.strerror or e})") from None
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_export_") as tmp:
         builder = _Builder(Path(tmp), model, entry, info or {}, sizes, formats)
         descr = builder.build(raw, sample_path.name)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{out.parent}: cannot create output folder ({e.strerror or e})") from None
         _write_zip(descr, out)
     return ExportResult(out, formats, "passed", builder.facts.test_results, builder.notes)
 
