@@ -92,7 +92,8 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
 
     metrics = folder / "metrics.csv"
     shutil.copyfile(folder / "logs" / "metrics.csv", metrics)
-    plot = plot_metrics(metrics, folder / "loss_curve.png")
+    metric_name = "val foreground Dice" if mmv.task == "segmentation" else "val Pearson r"
+    plot = plot_metrics(metrics, folder / "loss_curve.png", metric_name)
     last = folder / CHECKPOINTS / "last.ckpt"
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last  # no validation ran
     score = checkpoint.best_model_score
@@ -136,7 +137,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def plot_metrics(metrics_csv: Path, png: Path) -> Path | None:
+def plot_metrics(metrics_csv: Path, png: Path, metric_name: str = "val_metric") -> Path | None:
     """Loss curves (train and validation) and the validation metric per epoch."""
     import csv
 
@@ -154,17 +155,18 @@ def plot_metrics(metrics_csv: Path, png: Path) -> Path | None:
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
+    lines = []
     for key in ("train_loss", "val_loss"):
         if key in series:
-            ax.plot(*zip(*series[key], strict=True), label=key, marker=".")
+            lines += ax.plot(*zip(*series[key], strict=True), label=key, marker=".")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     if "val_metric" in series:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*series["val_metric"], strict=True), color="tab:green", label="val_metric", marker=".")
-        ax2.set_ylabel("val_metric")
-        ax2.legend(loc="upper center")
-    ax.legend(loc="upper right")
+        lines += ax2.plot(*zip(*series["val_metric"], strict=True), color="tab:green", label=metric_name,
+                          marker=".")
+        ax2.set_ylabel(metric_name)
+    ax.legend(lines, [line.get_label() for line in lines], loc="center right")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
