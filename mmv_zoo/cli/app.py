@@ -124,7 +124,8 @@ def train(
 
 @app.command()
 def predict(
-    source: Annotated[str, typer.Argument(help="A run folder or a checkpoint (.ckpt).")],
+    source: Annotated[str, typer.Argument(help="A run folder, a checkpoint (.ckpt) or a BioImage.IO package "
+                                               "(.zip, folder or rdf.yaml; ours or anyone's).")],
     inputs: Annotated[list[str], typer.Argument(help="Images, folders or glob patterns (2D or 3D; TIFF, OME-TIFF, "
                                                       "PNG, OME-Zarr).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (one OME-TIFF per input).")],
@@ -132,8 +133,13 @@ def predict(
     probabilities: Annotated[bool, typer.Option(help="Segmentation: write class probabilities, not labels.")] = False,
     overlap: Annotated[float, typer.Option(min=0.0, max=0.9, help="Tile overlap fraction.")] = 0.25,
     channels: Annotated[str | None, typer.Option(help="Input channel indices, e.g. 0 or 0,2.")] = None,
+    trust_code: Annotated[bool, typer.Option(help="Packages: allow pytorch_state_dict weights, which run the "
+                                                  "package's own Python code.")] = False,
+    weights: Annotated[str | None, typer.Option(help="Packages: weight format to use (torchscript, onnx, "
+                                                     "pytorch_state_dict); default: the first that passes "
+                                                     "the package's own test.")] = None,
 ) -> None:
-    """Predict images with a trained run; outputs keep the inputs' physical pixel sizes."""
+    """Predict images with a trained run or a BioImage.IO package; outputs keep the inputs' pixel sizes."""
     from ..errors import DataError
     from ..predict.engine import predict_files
 
@@ -147,7 +153,8 @@ def predict(
         state = "[yellow]skipped (exists)[/yellow]" if p.skipped else "[green]wrote[/green]"
         console.print(f"{state} {p.output}  <-  {p.input}", highlight=False, soft_wrap=True)
 
-    done = predict_files(source, inputs, out, overwrite, probabilities, overlap, chans, on_file=report)
+    done = predict_files(source, inputs, out, overwrite, probabilities, overlap, chans, on_file=report,
+                         trust_code=trust_code, weight_format=weights)
     console.print(f"{sum(not p.skipped for p in done)} predicted, {sum(p.skipped for p in done)} skipped -> {out}",
                   highlight=False)
 

@@ -110,6 +110,35 @@ def output_path(out: Path, image: Path) -> Path:
     return out / f"{image_stem(image)}.ome.tiff"
 
 
+class RunPredictor:
+    """Predicts with a trained run: sliding windows, gaussian blending, then the task's postprocessing."""
+
+    def __init__(self, source: str | Path, probabilities: bool = False, overlap: float = 0.25) -> None:
+        from ..run import load_model
+
+        self.model = load_model(source).to(pick_device())
+        self.entry = self.model.entry
+        self.spatial_dims = self.entry.spatial_dims
+        self.in_channels = self.entry.in_channels
+        self.probabilities, self.overlap = probabilities, overlap
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        return postprocess(predict_array(self.model, x, self.entry, self.overlap), self.entry, self.probabilities)
+
+    def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
+        return _pixel_sizes(from_file, self.entry)
+
+
+def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.25,
+                   trust_code: bool = False, weight_format: str | None = None) -> Any:
+    """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor."""
+    from .package import PackagePredictor, is_package
+
+    if is_package(Path(source)):
+        return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format)
+    return RunPredictor(source, probabilities, overlap)
+
+
 def predict_files(
     source: str | Path,
     inputs: list[str | Path],
@@ -119,18 +148,16 @@ def predict_files(
     overlap: float = 0.25,
     channels: list[int] | None = None,
     on_file: Callable[[Prediction], None] | None = None,
+    trust_code: bool = False,
+    weight_format: str | None = None,
 ) -> list[Prediction]:
-    """Predict every input image with a trained run (folder or checkpoint); one OME-TIFF each in `out`.
-
-    Time-lapses are predicted frame by frame and written with their T axis.
+    """Predict every input image with a trained run (folder or checkpoint) or a BioImage.IO package;
+    one OME-TIFF each in `out`. Time-lapses are predicted frame by frame and written with their T axis.
     """
-    from ..run import load_model
-
     paths = list(dict.fromkeys(expand_inputs(inputs)))
     _refuse_name_clashes(paths, out)
     check_writable(out)
-    model = load_model(source).to(pick_device())
-    entry = model.entry
+    predictor = open_predictor(source, probabilities, overlap, trust_code, weight_format)
     results = []
     for path in paths:
         target = output_path(out, path)
@@ -139,15 +166,14 @@ def predict_files(
         else:
             frames, sizes, names = [], {}, []
             for t in range(count_timepoints(path)):
-                image = read_image(path, entry.spatial_dims, t=t)
-                x = select_channels(image, entry.in_channels, channels)
+                image = read_image(path, predictor.spatial_dims, t=t)
+                x = select_channels(image, predictor.in_channels, channels)
                 try:
-                    y = predict_array(model, x, entry, overlap)
+                    y, names = predictor(x)
                 except RuntimeError as e:  # e.g. out of memory: name the file
                     raise DataError(f"{path}: prediction failed ({str(e).splitlines()[0][:200]})") from None
-                y, names = postprocess(y, entry, probabilities)
                 frames.append(y if y.ndim == 4 else y[:, None])  # (C, Z, Y, X)
-                sizes = _pixel_sizes(image.pixel_sizes, entry)
+                sizes = predictor.pixel_sizes(image.pixel_sizes)
             data = frames[0] if len(frames) == 1 else np.stack(frames)
             write_ome_tiff(target, data, sizes, names)
             result = Prediction(path, target)

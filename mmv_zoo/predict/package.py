@@ -1,0 +1,203 @@
+"""Predict with any BioImage.IO model package (ours or anyone's) through bioimageio.core.
+
+The package is validated (file hashes included), one weight format is chosen — TorchScript, then
+ONNX; `pytorch_state_dict` runs the package's own Python architecture code and is used only with
+`trust_code` — and that format must reproduce the package's test tensors before it predicts. The
+pipeline applies the package's pre- and postprocessing and tiles with its declared halo.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, RunError
+
+PACKAGE_FILES = ("rdf.yaml", "bioimageio.yaml")
+SAFE_FORMATS = ("torchscript", "onnx")
+CODE_FORMATS = ("pytorch_state_dict",)
+MAX_BLOCK_N = 16
+"""Largest block-size parameter n (block = min + n * step): bounds the memory of one block."""
+
+
+def _declares_weights(rdf: Path) -> bool:
+    """A model package's rdf lists weights; an mmv_zoo run's or zoo entry's resolved rdf.yaml does not."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(rdf.read_text())
+    except (OSError, yaml.YAMLError):
+        return True  # let the package loader say what is wrong with it
+    return isinstance(data, dict) and bool(data.get("weights")) and not (rdf.parent / "run.json").exists()
+
+
+def is_package(source: Path) -> bool:
+    """A .zip, an rdf.yaml / *.bioimageio.yaml, or a folder holding one — but not a run folder."""
+    if source.is_file():
+        if source.suffix.lower() == ".zip":
+            return True
+        named = source.name in PACKAGE_FILES or source.name.endswith(".bioimageio.yaml")
+        return named and _declares_weights(source)
+    if source.is_dir():
+        return any((source / n).is_file() and _declares_weights(source / n) for n in PACKAGE_FILES)
+    return False
+
+
+def _errors(summary: Any, limit: int = 3) -> str:
+    msgs = []
+    for d in getattr(summary, "details", []):
+        for e in d.errors:
+            loc = ".".join(map(str, e.loc))
+            msgs.append(f"{loc + ': ' if loc else ''}{e.msg}"[:300])
+    return "; ".join(msgs[:limit]) or str(getattr(summary, "status", "invalid"))
+
+
+def load_package(source: str | Path) -> Any:
+    """The package's model description, upgraded to format 0.5; RunError when invalid or not a model."""
+    from bioimageio.spec import InvalidDescr, load_description
+    from bioimageio.spec.model import v0_5
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            descr = load_description(source, format_version="latest", perform_io_checks=True)
+        except Exception as e:
+            raise RunError(f"{source}: cannot open as a BioImage.IO package ({str(e).splitlines()[0][:300]})") from None
+    if isinstance(descr, InvalidDescr):
+        raise RunError(f"{source}: not a valid BioImage.IO package ({_errors(descr.validation_summary)})")
+    if not isinstance(descr, v0_5.ModelDescr):
+        raise RunError(f"{source}: a BioImage.IO {getattr(descr, 'type', '?')}, not a model")
+    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
+        raise RunError(f"{source}: {len(descr.inputs)} inputs and {len(descr.outputs)} outputs; "
+                       "mmv-zoo predict takes packages with one of each")
+    return descr
+
+
+def choose_weights(descr: Any, source: str | Path, trust_code: bool, wanted: str | None) -> list[str]:
+    """Weight formats to try, best first; RunError naming what is missing when none can run."""
+    present = [f for f in (*SAFE_FORMATS, *CODE_FORMATS) if getattr(descr.weights, f, None) is not None]
+    if wanted is not None:
+        if wanted not in present:
+            raise RunError(f"{source}: has no {wanted} weights (it has {', '.join(present) or 'none we run'})")
+        present = [wanted]
+    runnable, reasons = [], []
+    for fmt in present:
+        if fmt in CODE_FORMATS and not trust_code:
+            reasons.append(f"{fmt} runs the package's own Python code: pass --trust-code to allow it")
+            continue
+        if fmt == "onnx":
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                reasons.append("onnx needs onnxruntime (pip install 'mmv_zoo[onnx]')")
+                continue
+        runnable.append(fmt)
+    if not runnable:
+        others = [f for f in ("keras_hdf5", "keras_v3", "tensorflow_saved_model_bundle", "tensorflow_js")
+                  if getattr(descr.weights, f, None) is not None]
+        more = f"; it also has {', '.join(others)} weights, which mmv_zoo does not run" if others else ""
+        raise RunError(f"{source}: no weights mmv_zoo can run ({'; '.join(reasons) or 'none present'}{more})")
+    return runnable
+
+
+def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple[str, list[str]]:
+    """The first format whose weights reproduce the package's own test tensors, and warnings for the others."""
+    from bioimageio.core import test_model
+
+    problems = []
+    for fmt in formats:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            summary = test_model(descr, weight_format=fmt, stop_early=True)
+        if summary.status == "passed":
+            return fmt, [f"{source}: skipped {p}" for p in problems]
+        problems.append(f"{fmt} weights (they do not reproduce the test output: {_errors(summary, 1)})")
+    raise RunError(f"{source}: refused, no weight format reproduces the package's test tensors: {'; '.join(problems)}")
+
+
+class PackagePredictor:
+    """Runs a BioImage.IO model package on (C, [Z], Y, X) arrays."""
+
+    def __init__(self, source: str | Path, trust_code: bool = False, weight_format: str | None = None) -> None:
+        from bioimageio.core import create_prediction_pipeline
+
+        self.source = source
+        self.descr = descr = load_package(source)
+        self.input, self.output = descr.inputs[0], descr.outputs[0]
+        kinds = {str(a.type) for a in self.input.axes}
+        if not kinds <= {"batch", "channel", "space"}:
+            raise RunError(f"{source}: input axes {sorted(kinds)}; mmv-zoo predict takes batch, channel and space axes")
+        self.space_ids = [str(a.id) for a in self.input.axes if a.type == "space"]
+        if self.space_ids not in (["y", "x"], ["z", "y", "x"]):
+            raise RunError(f"{source}: input space axes {self.space_ids}; expected y, x or z, y, x")
+        self.spatial_dims = len(self.space_ids)
+        channel = next((a for a in self.input.axes if a.type == "channel"), None)
+        self.in_channels = len(channel.channel_names) if channel is not None else 1
+        out_channel = next((a for a in self.output.axes if a.type == "channel"), None)
+        self.channel_names = [str(c) for c in out_channel.channel_names] if out_channel is not None else ["output"]
+        self.weight_format, self.warnings = verified_format(
+            descr, source, choose_weights(descr, source, trust_code, weight_format))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing."""
+        from bioimageio.core import Tensor
+        from bioimageio.core.digest_spec import create_sample_for_model
+
+        shape = x.shape[1:]
+        x, ns = self._fit(x)
+        ours = dict(zip(["channel", *self.space_ids], range(x.ndim), strict=True))
+        dims, order = [], []
+        for axis in self.input.axes:
+            dims.append(str(axis.id))
+            order.append(None if axis.type == "batch" else ours["channel" if axis.type == "channel" else str(axis.id)])
+        arr = np.transpose(x.astype(np.float32), [o for o in order if o is not None])
+        for i, o in enumerate(order):
+            if o is None:
+                arr = np.expand_dims(arr, i)
+        sample = create_sample_for_model(self.descr, inputs={self.input.id: Tensor.from_numpy(arr, dims=dims)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                result = self.pipeline.predict_sample_with_blocking(sample, ns=ns)
+            except ValueError as e:
+                raise DataError(f"{self.source}: the package cannot take this image ({str(e)[:200]})") from None
+        out = result.members[self.output.id]
+        want = [str(a.id) for a in self.output.axes if a.type in ("channel", "space")]
+        batch = [str(a.id) for a in self.output.axes if a.type == "batch"]
+        data = out.transpose([*batch, *want]).data.values
+        data = data[0] if batch else data
+        if not any(a.type == "channel" for a in self.output.axes):
+            data = data[None]
+        data = data[(slice(None), *(slice(0, n) for n in shape))]  # drop our padding
+        return np.asarray(data, dtype=np.float32), self.channel_names
+
+    def _fit(self, x: np.ndarray) -> tuple[np.ndarray, dict[tuple[Any, Any], int]]:
+        """Pad images smaller than the package's minimum size; block size parameters that fit the image."""
+        from bioimageio.spec.model import v0_5
+
+        from ..data.dataset import pad_to
+
+        axes = {str(a.id): a for a in self.input.axes if a.type == "space"}
+        need, ns = [], {}
+        for axis_id, n in zip(self.space_ids, x.shape[1:], strict=True):
+            size = axes[axis_id].size
+            if isinstance(size, v0_5.ParameterizedSize):
+                need.append(max(n, size.min))
+                ns[(self.input.id, axes[axis_id].id)] = max(0, min(MAX_BLOCK_N, (need[-1] - size.min) // size.step))
+            elif isinstance(size, int):
+                need.append(max(n, size))
+            else:
+                need.append(n)
+        return pad_to(x, need), ns
+
+    def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
+        sizes = dict(from_file)
+        if self.spatial_dims == 2:
+            sizes["z"] = None
+        return sizes
