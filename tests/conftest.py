@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+
+# Tests never touch the user's cache.
+os.environ["MMV_ZOO_CACHE"] = tempfile.mkdtemp(prefix="mmv_zoo_test_cache_")
 
 SAMPLE = Path(__file__).resolve().parents[1] / "mmv_zoo" / "sample_data" / "bbbc007"
 

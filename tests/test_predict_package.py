@@ -143,3 +143,32 @@ def test_unzipped_package_folder_and_rdf(foreign_zip, tmp_path):
     for source in (folder, folder / "rdf.yaml"):
         (res,) = predict_files(source, [tmp_path / "img.tif"], tmp_path / source.name, overwrite=True)
         np.testing.assert_allclose(read_image(res.output, 2).data, 2.0, rtol=1e-6)
+
+
+def test_verification_is_cached_per_package(foreign_zip, tmp_path, monkeypatch):
+    import bioimageio.core
+
+    from mmv_zoo.predict.package import PackagePredictor, package_digest
+
+    monkeypatch.setenv("MMV_ZOO_CACHE", str(tmp_path / "cache"))
+    first = PackagePredictor(foreign_zip)
+    assert first.weight_format == "torchscript"
+    assert (tmp_path / "cache" / "verified" / f"{package_digest(foreign_zip)}.json").is_file()
+
+    def no_second_test(*args, **kwargs):
+        raise AssertionError("test_model ran again for a verified package")
+
+    monkeypatch.setattr(bioimageio.core, "test_model", no_second_test)
+    assert PackagePredictor(foreign_zip).weight_format == "torchscript"
+
+
+def test_cli_test_verb(foreign_zip, tmp_path, capsys):
+    from .test_cli import run_cli
+
+    code, out, _ = run_cli(["test", str(foreign_zip)], capsys)
+    assert code == 0 and "torchscript" in out and "passed" in out
+    sd = foreign_package(tmp_path / "sd", state_dict_only=True)
+    code, out, _ = run_cli(["test", str(sd)], capsys)
+    assert code == 1 and "needs --trust-code" in out
+    code, out, _ = run_cli(["test", str(sd), "--trust-code"], capsys)
+    assert code == 0 and "passed" in out

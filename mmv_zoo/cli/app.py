@@ -178,6 +178,32 @@ def export(
                      f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
 
 
+@app.command("test")
+def test_package(
+    package: Annotated[str, typer.Argument(help="A BioImage.IO package: .zip, folder or rdf.yaml.")],
+    trust_code: Annotated[bool, typer.Option(help="Also test pytorch_state_dict weights (runs the package's "
+                                                  "Python code).")] = False,
+) -> None:
+    """Run bioimageio.core's checks on a package, every weight format; exit 1 if any fails."""
+    from rich.table import Table
+
+    from ..predict.package import CODE_FORMATS, SAFE_FORMATS, load_package, package_digest, test_formats
+
+    descr = load_package(package)
+    present = [f for f in (*SAFE_FORMATS, *CODE_FORMATS) if getattr(descr.weights, f, None) is not None]
+    runnable = [f for f in present if trust_code or f not in CODE_FORMATS]
+    results = test_formats(descr, runnable, package_digest(package), stop_early=False, use_cache=False)
+    table = Table(title=f"{descr.name} ({package})")
+    table.add_column("weights")
+    table.add_column("bioimageio.core test_model")
+    for fmt in present:
+        status = results.get(fmt, "not run (needs --trust-code)")
+        table.add_row(fmt, "[green]passed[/green]" if status == "passed" else f"[red]{status}[/red]")
+    _console().print(table)
+    if any(v != "passed" for v in results.values()) or not results:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point: user errors become one red line and exit code 1 (tracebacks with --debug)."""
     from ..errors import MmvZooError

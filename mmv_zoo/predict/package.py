@@ -103,18 +103,49 @@ def choose_weights(descr: Any, source: str | Path, trust_code: bool, wanted: str
     return runnable
 
 
-def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple[str, list[str]]:
-    """The first format whose weights reproduce the package's own test tensors, and warnings for the others."""
+def package_digest(source: str | Path) -> str | None:
+    """sha256 of a package zip, or of its rdf (which pins every file's sha256); None if neither is found."""
+    from ..cache import sha256_of
+
+    p = Path(source)
+    if p.is_dir():
+        p = next((p / n for n in PACKAGE_FILES if (p / n).is_file()), p)
+    return sha256_of(p) if p.is_file() else None
+
+
+def test_formats(descr: Any, formats: list[str], digest: str | None = None, stop_early: bool = True,
+                 use_cache: bool = True) -> dict[str, str]:
+    """bioimageio.core's test_model per format: `passed` or the first error. Results are cached per
+    package digest, so a package is verified once, not before every prediction."""
     from bioimageio.core import test_model
 
-    problems = []
+    from ..cache import read_record, write_record
+
+    known = read_record("verified", digest) if (digest and use_cache) else {}
+    results = {}
     for fmt in formats:
+        if fmt in known:
+            results[fmt] = known[fmt]
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            summary = test_model(descr, weight_format=fmt, stop_early=True)
-        if summary.status == "passed":
+            summary = test_model(descr, weight_format=fmt, stop_early=stop_early)
+        results[fmt] = "passed" if summary.status == "passed" else _errors(summary, 1)
+        if summary.status == "passed" and stop_early:
+            break
+    if digest:
+        write_record("verified", digest, {**read_record("verified", digest), **results})
+    return results
+
+
+def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple[str, list[str]]:
+    """The first format whose weights reproduce the package's own test tensors, and warnings for the others."""
+    results = test_formats(descr, formats, package_digest(source))
+    problems = []
+    for fmt in formats:
+        if results.get(fmt) == "passed":
             return fmt, [f"{source}: skipped {p}" for p in problems]
-        problems.append(f"{fmt} weights (they do not reproduce the test output: {_errors(summary, 1)})")
+        problems.append(f"{fmt} weights (they do not reproduce the test output: {results.get(fmt)})")
     raise RunError(f"{source}: refused, no weight format reproduces the package's test tensors: {'; '.join(problems)}")
 
 
