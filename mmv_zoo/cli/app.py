@@ -70,9 +70,19 @@ def list_entries() -> None:
         table.add_column(col, no_wrap=col == "entry")
     for slug in bundled_entries():
         e = load_entry(slug)
-        weights = ", ".join(k for k, v in (e.weights.model_dump() if e.weights else {}).items() if v) or "train first"
+        weights = _weights_label(e)
         table.add_row(slug, e.mmv.task, e.mmv.framework, e.mmv.network.kind, f"{e.spatial_dims}D", weights)
     _console().print(table)
+
+
+def _weights_label(entry) -> str:
+    pre = entry.mmv.pretrained
+    if pre is None:
+        return "train first"
+    from ..pretrained import is_doi
+
+    kind = "DOI" if is_doi(pre.source) else "URL" if "://" in pre.source else "bundled"
+    return f"{kind}{'' if pre.sha256 else ' (sha256 on first pull)'}"
 
 
 @app.command()
@@ -176,6 +186,51 @@ def export(
                             overwrite=overwrite)
     _console().print(f"[bold green]exported[/bold green] {result.zip_path} ({', '.join(result.formats)}; "
                      f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def pull(
+    source: Annotated[str, typer.Argument(help="A zoo entry with pretrained weights, a URL, a Zenodo DOI or a path.")],
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 (URL/DOI/path only).")] = None,
+) -> None:
+    """Download (or find in the cache) a pretrained package and verify its sha256."""
+    from ..entry import EntryError, load_entry
+    from ..pretrained import entry_package, is_doi, pull_source
+
+    if "://" in source or is_doi(source):
+        got = pull_source(source, sha256)
+    else:
+        try:
+            entry = load_entry(source)
+        except EntryError:
+            if not Path(source).is_file():
+                raise
+            got = pull_source(source, sha256)
+        else:
+            got = entry_package(entry)
+    how = ("sha256 recorded on first use (trust on first use: check it against the publisher's)"
+           if got.trusted_on_first_use else "sha256 verified")
+    where = "local file" if got.local else "from the cache" if got.from_cache else "downloaded"
+    console = _console()
+    console.print(f"[green]{how}[/green] {got.sha256}", highlight=False)
+    console.print(f"  {where}: {got.path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def publish(
+    run: Annotated[str, typer.Argument(help="A trained run folder.")],
+    entry: Annotated[str, typer.Option("--entry", help="Name of the zoo entry to create or update.")],
+    zoo: Annotated[Path, typer.Option(help="Your zoo folder (entries are <zoo>/<name>/rdf.yaml).")] = Path("zoo"),
+    sample: Annotated[Path | None, typer.Option(help="Image for the package's test tensors and cover.")] = None,
+) -> None:
+    """Export a run into a zoo entry: its tested package, sha256 and metrics, ready for predict and pull."""
+    from ..publish import publish as do_publish
+
+    done = do_publish(run, entry, zoo, sample)
+    verb = "created" if done.created else "updated"
+    _console().print(f"[bold green]{verb}[/bold green] {done.entry}\n  package {done.package}\n  sha256  "
+                     f"{done.sha256}\n  try: mmv-zoo predict {done.entry.parent} IMAGE --out OUT", highlight=False,
+                     soft_wrap=True)
 
 
 @app.command("test")

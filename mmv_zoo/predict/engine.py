@@ -129,14 +129,54 @@ class RunPredictor:
         return _pixel_sizes(from_file, self.entry)
 
 
+class EntryPredictor:
+    """A zoo entry with pretrained weights: its package, with the entry's task postprocessing."""
+
+    def __init__(self, entry: Any, probabilities: bool = False, trust_code: bool = False,
+                 weight_format: str | None = None) -> None:
+        from ..pretrained import entry_package
+        from .package import PackagePredictor
+
+        self.entry = entry
+        self.package = entry_package(entry)
+        self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format)
+        self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
+        self.probabilities = probabilities
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        y, _ = self.inner(x)
+        return postprocess(y, self.entry, self.probabilities)
+
+    def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
+        return _pixel_sizes(from_file, self.entry)
+
+
+def _is_run(source: Path) -> bool:
+    return source.is_file() and source.suffix == ".ckpt" or (source / "run.json").exists() or \
+        (source / "checkpoints").is_dir()
+
+
 def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.25,
                    trust_code: bool = False, weight_format: str | None = None) -> Any:
-    """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor."""
+    """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor; a zoo
+    entry (name, folder or rdf.yaml) with pretrained weights -> EntryPredictor."""
+    from ..entry import EntryError, load_entry
     from .package import PackagePredictor, is_package
 
-    if is_package(Path(source)):
+    path = Path(source)
+    if is_package(path):
         return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format)
-    return RunPredictor(source, probabilities, overlap)
+    if _is_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()):
+        return RunPredictor(source, probabilities, overlap)  # says what a run folder lacks
+    try:
+        entry = load_entry(source)
+    except EntryError:
+        if path.exists():
+            raise
+        from ..errors import RunError
+
+        raise RunError(f"{source}: not a run folder, checkpoint, BioImage.IO package or zoo entry") from None
+    return EntryPredictor(entry, probabilities, trust_code, weight_format)
 
 
 def predict_files(

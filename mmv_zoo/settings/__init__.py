@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from .base import Strict
 from .data import DataSettings
@@ -12,6 +12,21 @@ from .networks import NetworkSettings
 from .training import LossSettings, TrainingSettings
 
 __all__ = ["MmvZooSettings"]
+
+
+class PretrainedSettings(Strict):
+    """Pretrained weights: a BioImage.IO model package this entry was trained into."""
+
+    source: str
+    """The package: a path relative to the entry folder, an https URL, or a Zenodo DOI (10.5281/zenodo.N)."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """sha256 of the package file; when missing, the first pull records it (trust on first use)."""
+    file: str | None = None
+    """For a DOI with several files: the file name of the package in the record."""
+    metrics: dict[str, float] = {}
+    """Validation metrics of the published run, e.g. {val_loss: 0.09, holdout_f1: 0.972}."""
+    trained_on: str | None = None
+    """What the weights were trained on (data, epochs, hardware)."""
 
 
 class MmvZooSettings(Strict):
@@ -26,6 +41,8 @@ class MmvZooSettings(Strict):
     loss: LossSettings
     data: DataSettings
     training: TrainingSettings = TrainingSettings()
+    pretrained: PretrainedSettings | None = None
+    """Pretrained weights, so `mmv-zoo predict ENTRY IMAGE` works without training."""
 
     @field_validator("framework")
     @classmethod
