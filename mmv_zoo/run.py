@@ -39,6 +39,8 @@ def open_run(folder: str | Path) -> Run:
         info = json.loads(info_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise RunError(f"{info_path}: unreadable ({e})") from None
+    if info.get("status", "complete") != "complete":
+        raise RunError(f"{folder}: not a complete run (status {info.get('status')!r}; was training interrupted?)")
     return Run(folder, info)
 
 

@@ -83,12 +83,13 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     try:
         folder.mkdir(parents=True)
         (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
+        (folder / RUN_FILE).write_text(json.dumps({"entry": entry.slug, "status": "running"}))
     except OSError as e:
         raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
     trainer.fit(model, datamodule=datamodule)
     if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop: the run is not complete
         raise RunError(f"{folder}: training interrupted after {trainer.global_step} steps; the folder keeps "
-                       "its checkpoints but is not a complete run (no run.json)")
+                       "its checkpoints but is not a complete run")
 
     metrics = folder / "metrics.csv"
     shutil.copyfile(folder / "logs" / "metrics.csv", metrics)
@@ -99,6 +100,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     score = checkpoint.best_model_score
     info = {
         "entry": entry.slug,
+        "status": "complete",
         "entry_source": str(entry.source) if entry.source else None,
         "data": str(Path(data).resolve()),
         "train_files": [p.name for p in datamodule.train_pairs],
