@@ -21,3 +21,7 @@ class RunError(MmvZooError):
 
 class OutputError(MmvZooError):
     """An output cannot be written."""
+
+
+class DownloadError(MmvZooError):
+    """A file could not be downloaded, verified, found offline or extracted; the message names it."""
