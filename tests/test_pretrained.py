@@ -76,3 +76,59 @@ def test_list_shows_bundled_weights(capsys):
     code, out, _ = run_cli(["list"], capsys)
     row = next(line for line in out.splitlines() if "nuclei_semseg_2d" in line)
     assert "bundled" in row
+
+
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    """A package server on 127.0.0.1 and an empty cache."""
+    from mmv_zoo import download
+
+    from .test_download import Server
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("MMV_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(download, "BACKOFF_SECONDS", 0.01)
+    srv = Server()
+    srv.thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+def test_entry_with_url_and_doi_weights(server, tmp_path, capsys, monkeypatch):
+    """An entry whose package lives on a server (by URL, then by Zenodo DOI): pulled once, verified,
+    cached; predict uses it; offline afterwards still works from the cache."""
+    import json
+
+    from .test_cli import run_cli
+    from .test_download import send, serve_bytes
+
+    package = (ZOO_DIR / "nuclei_semseg_2d" / "weights" / "nuclei_semseg_2d.zip").read_bytes()
+    server.routes["/files/nuclei.zip"] = serve_bytes(package)
+    server.routes["/api/records/4242"] = lambda h: send(h, json.dumps({"files": [
+        {"key": "nuclei.zip", "links": {"self": server.url("/files/nuclei.zip")}, "checksum": "md5:x"}]}).encode())
+    entry = tmp_path / "remote_nuclei"
+    shutil.copytree(ZOO_DIR / "nuclei_semseg_2d", entry, ignore=shutil.ignore_patterns("weights"))
+    data = yaml.safe_load((entry / "rdf.yaml").read_text())
+    data["config"]["mmv_zoo"]["pretrained"].update(source=server.url("/files/nuclei.zip"), sha256=None)
+    (entry / "rdf.yaml").write_text(yaml.safe_dump(data))
+
+    code, out, _ = run_cli(["pull", str(entry)], capsys)
+    assert code == 0 and "trust on first use" in out and server.hits["/files/nuclei.zip"] == 1
+    code, out, _ = run_cli(["pull", str(entry)], capsys)
+    assert code == 0 and "from the cache" in out and server.hits["/files/nuclei.zip"] == 1
+
+    image = SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"
+    with monkeypatch.context() as m:
+        m.setenv("MMV_ZOO_OFFLINE", "1")
+        (res,) = predict_files(entry, [image], tmp_path / "pred")
+    expected = tifffile.imread(ZOO_DIR / "nuclei_semseg_2d" / "weights" / f"expected_{HOLDOUT}_labels.tif")
+    assert (read_image(res.output, 2).data[0] == expected).mean() > 0.999
+    assert server.hits["/files/nuclei.zip"] == 1
+
+    import hashlib
+
+    cache_sha = hashlib.sha256(package).hexdigest()
+    monkeypatch.setenv("MMV_ZOO_ZENODO_API", server.url("/api"))
+    code, out, _ = run_cli(["pull", "10.5281/zenodo.4242", "--sha256", cache_sha], capsys)
+    assert code == 0 and cache_sha in out and server.hits["/api/records/4242"] == 1
