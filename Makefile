@@ -39,9 +39,11 @@ demo: $(STAMP)
 	$(BIN)/mmv-zoo export $(DEMO)/runs/nuclei_semseg_2d/* --out $(DEMO)/nuclei_semseg_2d.zip \
 		--sample $(SAMPLE)/holdout/images/$(HOLDOUT).tif
 	$(BIN)/mmv-zoo predict $(DEMO)/runs/nuclei_semseg_2d/* $(SAMPLE)/holdout/images --out $(DEMO)/predictions
+	$(BIN)/mmv-zoo predict nuclei_semseg_2d $(SAMPLE)/holdout/images --out $(DEMO)/shipped_model_predictions
 	$(BIN)/python scripts/demo_report.py --image $(SAMPLE)/holdout/images/$(HOLDOUT).tif \
 		--truth $(SAMPLE)/holdout/labels/$(HOLDOUT).tif \
 		--prediction $(DEMO)/predictions/$(HOLDOUT).ome.tiff --figure $(DEMO)/demo_figure.png \
+		--bundled $(DEMO)/shipped_model_predictions/$(HOLDOUT).ome.tiff \
 		--min-f1 $(DEMO_MIN_F1)
 	@echo "package: $(DEMO)/nuclei_semseg_2d.zip (BioImage.IO 0.5, tested by bioimageio.core)"
 

@@ -21,6 +21,8 @@ def main() -> None:
     ap.add_argument("--image", type=Path, required=True)
     ap.add_argument("--truth", type=Path, required=True)
     ap.add_argument("--prediction", type=Path, required=True)
+    ap.add_argument("--bundled", type=Path, default=None,
+                    help="Prediction of the model shipped with mmv_zoo (mmv-zoo predict nuclei_semseg_2d ...).")
     ap.add_argument("--figure", type=Path, required=True)
     ap.add_argument("--min-f1", type=float, default=0.0,
                     help="Exit 1 when the trained model's foreground F1 is below this (CI uses 0.95).")
@@ -31,6 +33,8 @@ def main() -> None:
     pred = read_image(args.prediction, 2).data[0] > 0
     otsu = otsu_foreground(image)
     ours, base = foreground_scores(pred, truth), foreground_scores(otsu, truth)
+    bundled = read_image(args.bundled, 2).data[0] > 0 if args.bundled else None
+    shipped = foreground_scores(bundled, truth) if bundled is not None else None
 
     panels = [("input", image, "gray"), (f"mmv_zoo  F1 {ours['f1']:.3f}", pred, "magma"),
               ("ground truth", truth, "magma"), (f"Otsu  F1 {base['f1']:.3f}", otsu, "magma")]
@@ -47,6 +51,8 @@ def main() -> None:
     print(f"\nheld-back image: {args.image}")
     print(f"{'method':<22}{'foreground F1':>15}{'IoU':>8}")
     print(f"{'mmv_zoo (trained)':<22}{ours['f1']:>15.4f}{ours['iou']:>8.4f}")
+    if shipped is not None:
+        print(f"{'mmv_zoo (shipped)':<22}{shipped['f1']:>15.4f}{shipped['iou']:>8.4f}")
     print(f"{'Otsu threshold':<22}{base['f1']:>15.4f}{base['iou']:>8.4f}")
     print(f"figure: {args.figure.resolve()}")
     if ours["f1"] < base["f1"]:
