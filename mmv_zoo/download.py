@@ -39,7 +39,7 @@ from .archives import is_archive, safe_extract
 from .cache import cache_dir, sha256_of
 from .errors import DownloadError
 
-__all__ = ["DownloadError", "Fetched", "fetch", "resolve_doi", "safe_extract"]
+__all__ = ["DownloadError", "Fetched", "fetch", "recorded_sha256", "resolve_doi", "safe_extract"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,11 @@ def _read_index() -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def recorded_sha256(url: str) -> str | None:
+    """The sha256 recorded for `url` by a first download without a known hash (trust on first use)."""
+    return _read_index().get(url)
 
 
 def _record_index(url: str, sha256: str) -> None:

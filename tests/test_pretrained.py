@@ -98,6 +98,7 @@ def server(monkeypatch, tmp_path):
 def test_entry_with_url_and_doi_weights(server, tmp_path, capsys, monkeypatch):
     """An entry whose package lives on a server (by URL, then by Zenodo DOI): pulled once, verified,
     cached; predict uses it; offline afterwards still works from the cache."""
+    import hashlib
     import json
 
     from .test_cli import run_cli
@@ -117,6 +118,8 @@ def test_entry_with_url_and_doi_weights(server, tmp_path, capsys, monkeypatch):
     assert code == 0 and "trust on first use" in out and server.hits["/files/nuclei.zip"] == 1
     code, out, _ = run_cli(["pull", str(entry)], capsys)
     assert code == 0 and "from the cache" in out and server.hits["/files/nuclei.zip"] == 1
+    code, out, _ = run_cli(["show", str(entry)], capsys)
+    assert code == 0 and f"trust on first use): {hashlib.sha256(package).hexdigest()}" in out
 
     image = SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"
     with monkeypatch.context() as m:
@@ -125,8 +128,6 @@ def test_entry_with_url_and_doi_weights(server, tmp_path, capsys, monkeypatch):
     expected = tifffile.imread(ZOO_DIR / "nuclei_semseg_2d" / "weights" / f"expected_{HOLDOUT}_labels.tif")
     assert (read_image(res.output, 2).data[0] == expected).mean() > 0.999
     assert server.hits["/files/nuclei.zip"] == 1
-
-    import hashlib
 
     cache_sha = hashlib.sha256(package).hexdigest()
     monkeypatch.setenv("MMV_ZOO_ZENODO_API", server.url("/api"))

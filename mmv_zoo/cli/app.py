@@ -92,6 +92,14 @@ def show(entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.ya
 
     e = load_entry(entry, set_)
     sys.stdout.write(f"# {e.source}\n{entry_to_yaml(e)}")
+    pre = e.mmv.pretrained
+    if pre is not None and pre.sha256 is None and "://" in pre.source:
+        from ..download import recorded_sha256
+
+        seen = recorded_sha256(pre.source)
+        note = (f"recorded on first pull (trust on first use): {seen}" if seen
+                else "not known yet: the first pull records it")
+        sys.stdout.write(f"# pretrained package sha256 {note}\n")
 
 
 @app.command()
@@ -192,13 +200,14 @@ def export(
 def pull(
     source: Annotated[str, typer.Argument(help="A zoo entry with pretrained weights, a URL, a Zenodo DOI or a path.")],
     sha256: Annotated[str | None, typer.Option(help="Expected sha256 (URL/DOI/path only).")] = None,
+    file: Annotated[str | None, typer.Option(help="DOI records with several files: the one to fetch.")] = None,
 ) -> None:
     """Download (or find in the cache) a pretrained package and verify its sha256."""
     from ..entry import EntryError, load_entry
     from ..pretrained import entry_package, is_doi, pull_source
 
     if "://" in source or is_doi(source):
-        got = pull_source(source, sha256)
+        got = pull_source(source, sha256, file=file)
     else:
         try:
             entry = load_entry(source)
