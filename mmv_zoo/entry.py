@@ -84,18 +84,6 @@ class Tensor(Strict):
         return [a for a in self.axes if isinstance(a, SpaceAxis)]
 
 
-class WeightsSource(Strict):
-    source: str
-    """URL, DOI or path of the weights file or of the package that holds them."""
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-
-
-class Weights(Strict):
-    torchscript: WeightsSource | None = None
-    pytorch_state_dict: WeightsSource | None = None
-    onnx: WeightsSource | None = None
-
-
 class EntryConfig(Strict):
     model_config = ConfigDict(extra="allow")  # other tools may keep their own config keys
     mmv_zoo: MmvZooSettings
@@ -121,7 +109,6 @@ class Entry(Strict):
     training_data: dict[str, Any] | None = None
     inputs: list[Tensor] = Field(min_length=1, max_length=1)
     outputs: list[Tensor] = Field(min_length=1, max_length=1)
-    weights: Weights | None = None
     config: EntryConfig
     _source: Path | None = PrivateAttr(default=None)
 
@@ -160,6 +147,14 @@ class Entry(Strict):
     @property
     def out_channels(self) -> int:
         return len(self.outputs[0].channel_names)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _weights_live_in_pretrained(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "weights" in data:
+            raise ValueError("weights: an entry names its pretrained package under config.mmv_zoo.pretrained "
+                             "(source, sha256); `weights` is written by the export into the package")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Entry:

@@ -1,7 +1,8 @@
 """A run folder: `runs/<entry>/<run-id>/` with the resolved entry, checkpoints, metrics and plots.
 
-A run is complete when `run.json` exists (it is written last); `load_model` accepts a run folder or
-a checkpoint file and rebuilds the trained framework from the entry stored in the checkpoint.
+`run.json` is written when training starts (`status: running`) and rewritten when it ends
+(`status: complete`); only complete runs are used. `load_model` accepts a run folder or a checkpoint
+file and rebuilds the trained framework from the entry stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ class Run:
     @property
     def best_checkpoint(self) -> Path:
         return self.folder / self.info["best_checkpoint"]
+
+
+def looks_like_run(path: Path) -> bool:
+    """A checkpoint file or an mmv_zoo run folder (complete or not) — not a package or an entry."""
+    if path.is_file():
+        return path.suffix == ".ckpt"
+    return (path / RUN_FILE).exists() or (path / CHECKPOINTS).is_dir()
 
 
 def open_run(folder: str | Path) -> Run:

@@ -40,7 +40,7 @@ def new_run_folder(out: Path, slug: str) -> Path:
 
 
 def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = True) -> TrainResult:
-    """Check all data, train, and write `out/<entry>/<run-id>/` (complete once run.json exists)."""
+    """Check all data, train, and write `out/<entry>/<run-id>/` (run.json says `complete` at the end)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger

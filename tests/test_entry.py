@@ -138,3 +138,11 @@ def test_json_schema_has_kinds():
     text = json.dumps(json_schema())
     for kind in ("fnet", "dyn_unet", "dice_ce", "percentile", "center", "paired_folders"):
         assert kind in text
+
+
+def test_weights_point_to_pretrained(tmp_path):
+    data = yaml.safe_load((ZOO_DIR / "nuclei_semseg_2d" / "rdf.yaml").read_text())
+    data["weights"] = {"torchscript": {"source": "w.pt"}}
+    (tmp_path / "rdf.yaml").write_text(yaml.safe_dump(data))
+    msg = _error(str(tmp_path / "rdf.yaml"), [])
+    assert "config.mmv_zoo.pretrained" in msg and len(msg.splitlines()) == 1

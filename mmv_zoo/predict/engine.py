@@ -151,22 +151,18 @@ class EntryPredictor:
         return _pixel_sizes(from_file, self.entry)
 
 
-def _is_run(source: Path) -> bool:
-    return source.is_file() and source.suffix == ".ckpt" or (source / "run.json").exists() or \
-        (source / "checkpoints").is_dir()
-
-
 def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.25,
                    trust_code: bool = False, weight_format: str | None = None) -> Any:
     """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor; a zoo
     entry (name, folder or rdf.yaml) with pretrained weights -> EntryPredictor."""
     from ..entry import EntryError, load_entry
+    from ..run import looks_like_run
     from .package import PackagePredictor, is_package
 
     path = Path(source)
     if is_package(path):
         return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format)
-    if _is_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()):
+    if looks_like_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()):
         return RunPredictor(source, probabilities, overlap)  # says what a run folder lacks
     try:
         entry = load_entry(source)

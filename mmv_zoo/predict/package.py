@@ -31,7 +31,9 @@ def _declares_weights(rdf: Path) -> bool:
         data = yaml.safe_load(rdf.read_text())
     except (OSError, yaml.YAMLError):
         return True  # let the package loader say what is wrong with it
-    return isinstance(data, dict) and bool(data.get("weights")) and not (rdf.parent / "run.json").exists()
+    from ..run import looks_like_run
+
+    return isinstance(data, dict) and bool(data.get("weights")) and not looks_like_run(rdf.parent)
 
 
 def is_package(source: Path) -> bool:
