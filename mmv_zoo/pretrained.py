@@ -17,6 +17,8 @@ class PretrainedPackage:
     from_cache: bool
     trusted_on_first_use: bool
     local: bool = False
+    checked: bool = True
+    """False when no sha256 was known to check the file against (a local file without one)."""
 
 
 def is_doi(source: str) -> bool:
@@ -39,7 +41,7 @@ def pull_source(source: str, sha256: str | None = None, base: Path | None = None
         digest = sha256_of(path)
         if sha256 is not None and digest != sha256:
             raise RunError(f"{path}: sha256 {digest} does not match the entry's {sha256}; refusing it")
-        return PretrainedPackage(path, digest, str(path), False, False, local=True)
+        return PretrainedPackage(path, digest, str(path), False, False, local=True, checked=sha256 is not None)
     from .download import fetch, resolve_doi
 
     url = source

@@ -203,22 +203,17 @@ def pull(
     file: Annotated[str | None, typer.Option(help="DOI records with several files: the one to fetch.")] = None,
 ) -> None:
     """Download (or find in the cache) a pretrained package and verify its sha256."""
-    from ..entry import EntryError, load_entry
+    from ..entry import load_entry
     from ..pretrained import entry_package, is_doi, pull_source
 
-    if "://" in source or is_doi(source):
-        got = pull_source(source, sha256, file=file)
+    path = Path(source)
+    if "://" in source or is_doi(source) or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
+        got = pull_source(source, sha256, file=file)  # a package by URL, DOI or path
     else:
-        try:
-            entry = load_entry(source)
-        except EntryError:
-            if not Path(source).is_file():
-                raise
-            got = pull_source(source, sha256)
-        else:
-            got = entry_package(entry)
+        got = entry_package(load_entry(source))
     how = ("sha256 recorded on first use (trust on first use: check it against the publisher's)"
-           if got.trusted_on_first_use else "sha256 verified")
+           if got.trusted_on_first_use else "sha256 verified" if got.checked
+           else "sha256 (nothing to check it against: pass --sha256)")
     where = "local file" if got.local else "from the cache" if got.from_cache else "downloaded"
     console = _console()
     console.print(f"[green]{how}[/green] {got.sha256}", highlight=False)
