@@ -172,3 +172,13 @@ def test_cli_test_verb(foreign_zip, tmp_path, capsys):
     assert code == 1 and "needs --trust-code" in out
     code, out, _ = run_cli(["test", str(sd), "--trust-code"], capsys)
     assert code == 0 and "passed" in out
+
+
+def test_cli_test_verb_bad_paths(tmp_path, capsys):
+    from .test_cli import assert_clean_error, run_cli
+
+    code, _, err = run_cli(["test", str(tmp_path / "nothing.zip")], capsys)
+    assert_clean_error(code, err, "nothing.zip", "no such file")
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, err = run_cli(["test", str(tmp_path / "notes.txt")], capsys)
+    assert_clean_error(code, err, "notes.txt", "BioImage.IO")

@@ -62,6 +62,8 @@ def load_package(source: str | Path) -> Any:
     from bioimageio.spec import InvalidDescr, load_description
     from bioimageio.spec.model import v0_5
 
+    if "://" not in str(source) and not Path(source).exists():
+        raise RunError(f"{source}: no such file or folder")  # never let it be looked up as a zoo id online
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
