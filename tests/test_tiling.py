@@ -1,0 +1,101 @@
+"""The tiler and the receptive-field probe, on small pure-torch networks with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mmv_zoo.nets.receptive_field import halo_from_radius, receptive_radius
+from mmv_zoo.predict.tiler import plan_tiles, predict_tiled, window
+from mmv_zoo.settings.networks import SizeRule
+
+
+def convs(n: int, dims: int = 2, norm: bool = True) -> nn.Module:
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+    layers: list[nn.Module] = []
+    for i in range(n):
+        layers += [conv(1 if i == 0 else 4, 4, 3, padding=1), bn(4) if norm else nn.Identity(), nn.ReLU()]
+    return nn.Sequential(*layers, conv(4, 2, 1))
+
+
+def test_receptive_radius_of_a_conv_stack():
+    assert receptive_radius(convs(3), 1, [1, 1], [1, 1]) == [3, 3]
+    assert receptive_radius(convs(5, dims=3), 1, [1, 1, 1], [1, 1, 1]) == [5, 5, 5]
+
+
+def test_receptive_radius_with_downsampling_and_softmax():
+    class Down(nn.Module):  # 3x3 conv, 2x down, 3x3 conv, 2x up, softmax: field 1 + 2*1 + ... per side
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 3, 3, padding=1)
+            self.down = nn.Conv2d(3, 3, 2, stride=2)
+            self.b = nn.Conv2d(3, 3, 3, padding=1)
+            self.up = nn.ConvTranspose2d(3, 3, 2, stride=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.up(self.b(self.down(self.a(x)))), dim=1)
+
+    r = receptive_radius(Down(), 1, [2, 2], [2, 2])
+    # output pair [2k, 2k+1] <- coarse k-1..k+1 <- a-outputs 2k-2..2k+3 <- inputs 2k-3..2k+4: 3 per side
+    assert r == [3, 3]
+
+
+def test_receptive_radius_stops_at_the_limit_for_global_networks():
+    class Global(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + x.mean(dim=(2, 3), keepdim=True)
+
+    net = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), Global())
+    assert receptive_radius(net, 1, [1, 1], [1, 1], limit=40) == [40, 40]
+
+
+def test_halo_rounding_and_caps():
+    assert halo_from_radius(46, 8, 128) == 48  # a multiple of step/2, so 2*halo keeps sizes valid
+    assert halo_from_radius(46, 8, 32) == 16  # at most half the training patch
+    assert halo_from_radius(200, 16, 512) == 64  # and at most HALO_CAP
+    assert halo_from_radius(5, 0, 64) == 0  # fixed-size axes are not tiled
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (40, 33), (64, 64)])
+def test_tiles_reproduce_the_whole_image(shape):
+    """Any image size, tiny ones included: cropped tiles equal one pass over the mirrored image."""
+    torch.manual_seed(0)
+    net = convs(3).eval()
+    x = np.random.default_rng(0).random((1, *shape), dtype=np.float32)
+    rules = [SizeRule(min=4, step=4)] * 2
+    halo = [4, 4]
+
+    def forward(b: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(b)).numpy()
+
+    one = predict_tiled(forward, x, plan_tiles(shape, rules, halo, budget=10**6))
+    plan = plan_tiles(shape, rules, halo, budget=16 * 16)
+    many = predict_tiled(forward, x, plan, batch_size=2)
+    padded = np.pad(x, [(0, 0), (4, 4), (4, 4)], mode="symmetric")
+    direct = forward(padded[None])[0][:, 4:4 + shape[0], 4:4 + shape[1]]
+    assert one.shape == many.shape == (2, *shape)
+    np.testing.assert_allclose(one, direct, atol=1e-5)
+    np.testing.assert_allclose(many, direct, atol=1e-5)
+    assert all(t <= 16 for t in plan.tile) and all((t - 4) % 4 == 0 for t in plan.tile)
+
+
+def test_plan_is_bounded_by_the_budget():
+    rules = [SizeRule(min=16, step=16)] * 3
+    plan = plan_tiles((32, 256, 256), rules, [8, 16, 16], budget=64 * 128 * 128)
+    import math
+
+    assert math.prod(plan.tile) <= 64 * 128 * 128
+    assert len(plan) > 1 and plan.work < 2.9  # z: 1.5 (halo 8 around 32 slices), y: 1.5, x: 1.25
+    whole = plan_tiles((32, 256, 256), rules, [8, 16, 16], budget=10**9)
+    assert len(whole) == 1 and whole.tile == (48, 288, 288)
+
+
+def test_blend_windows_are_positive():
+    for blend in ("cosine", "gaussian", "flat"):
+        w = window(blend, 20, 6)
+        assert w.shape == (20,) and (w > 0).all() and w.max() <= 1
+    assert window("cosine", 20, 6)[0] < 0.1 and window("cosine", 20, 6)[10] == 1
