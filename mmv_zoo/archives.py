@@ -1,8 +1,11 @@
 """Safe extraction of downloaded archives (.zip, .tar[.gz|.bz2|.xz]): nothing may land outside the
-target folder — absolute paths, `..`, escaping symlinks or hard links are refused before writing."""
+target folder — absolute paths, `..`, escaping symlinks or hard links are refused before writing.
+`extract_member` takes one regular file out of an archive (e.g. one checkpoint of a models.zip)."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import re
 import shutil
@@ -11,6 +14,7 @@ import tarfile
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .errors import DownloadError
 
@@ -182,3 +186,96 @@ def _check_inside(root: Path, archive: Path) -> None:
                 member = path.relative_to(root).as_posix()
                 raise DownloadError(f"refusing to extract {archive}: member {member!r} "
                                     "is a symlink pointing outside the target")
+
+
+# ------------------------------------------------------------------------------------- one member
+
+
+class MissingMember(DownloadError):
+    """The archive has no regular file of the requested name (the message lists a few it has)."""
+
+
+def _regular_files(archive: Path, kind: str) -> dict[str, Any]:
+    """Normalized name -> zip info / tar member of every regular file of the archive (safe names only)."""
+    out: dict[str, Any] = {}
+    if kind == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                norm, why = _member_problem(info.filename, set())
+                if not why and not info.is_dir() and not stat.S_ISLNK(info.external_attr >> 16):
+                    out[norm] = info
+    else:
+        with tarfile.open(archive, "r:*") as tf:
+            for member in tf.getmembers():
+                norm, why = _member_problem(member.name, set())
+                if not why and member.isfile():
+                    out[norm] = member
+    return out
+
+
+def _suggest(member: str, names: list[str], n: int = 5) -> str:
+    """A few existing members: the names closest to `member`, else those in its folder, else the first."""
+    base = member.rsplit("/", 1)[-1]
+    close = difflib.get_close_matches(member, names, n=n, cutoff=0.5)
+    close += [m for m in names if m.rsplit("/", 1)[-1] == base and m not in close]
+    folder = member.rsplit("/", 1)[0] + "/" if "/" in member else ""
+    close += [m for m in names if folder and m.startswith(folder) and m not in close]
+    picked = (close or sorted(names))[:n]
+    return ", ".join(picked) + (" ..." if len(names) > len(picked) else "")
+
+
+def extract_member(archive: Path, member: str, target: Path) -> Path:
+    """Extract the regular file `member` of `archive` (.zip or .tar[.gz|.bz2|.xz]) to the file `target`.
+
+    The member name must be a safe relative path; a member that is missing (the error lists a few that
+    exist), a folder or a link is a DownloadError. The file is written under a temporary name next to
+    `target` and renamed when complete (zip CRCs checked); on failure nothing is left behind. An
+    existing `target` of the member's size is reused.
+    """
+    archive, target = Path(archive), Path(target)
+    norm, why = _member_problem(member, set())
+    if why or norm in (".", ""):
+        raise DownloadError(f"{archive}: member {member!r} {why or 'is empty'}")
+    if not archive.is_file():
+        raise DownloadError(f"{archive}: no such archive")
+    kind = _archive_kind(archive)
+    try:
+        files = _regular_files(archive, kind)
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise DownloadError(f"{archive}: unreadable archive: {_one_line(exc)}") from exc
+    info = files.get(norm)
+    if info is None:
+        raise MissingMember(f"{archive.name}: no file {member!r} in the archive ({len(files)} files; "
+                            f"e.g. {_suggest(norm, sorted(files))})")
+    size = info.file_size if kind == "zip" else info.size
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf, zf.open(info) as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        else:
+            with tarfile.open(archive, "r:*") as tf:
+                src = tf.extractfile(info)
+                if src is None:  # pragma: no cover - isfile() members always have data
+                    raise DownloadError(f"{archive}: member {member!r} has no data")
+                with src, tmp.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        if tmp.stat().st_size != size:
+            raise DownloadError(f"{archive}: member {member!r} is truncated ({tmp.stat().st_size} of {size} bytes)")
+        os.replace(tmp, target)
+    except DownloadError:
+        raise
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise DownloadError(f"{archive}: cannot extract {member!r} to {target}: {_one_line(exc)}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not target.exists():
+            for folder in created:  # innermost first: only the folders this call made, if left empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    return target

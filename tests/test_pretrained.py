@@ -4,6 +4,7 @@ publish -> pull -> predict round-trips."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,8 +35,8 @@ def test_bundled_model_predicts_offline(tmp_path, monkeypatch):
 
 
 def test_entry_without_weights_says_train_first(tmp_path):
-    with pytest.raises(EntryError, match="no pretrained weights.*mmv-zoo train denoise_3d_care"):
-        predict_files("denoise_3d_care", [SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"], tmp_path)
+    with pytest.raises(EntryError, match="no pretrained weights.*mmv-zoo train labelfree_3d_fnet"):
+        predict_files("labelfree_3d_fnet", [SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"], tmp_path)
 
 
 def test_wrong_sha256_is_refused(tmp_path):
@@ -133,3 +134,295 @@ def test_entry_with_url_and_doi_weights(server, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MMV_ZOO_ZENODO_API", server.url("/api"))
     code, out, _ = run_cli(["pull", "10.5281/zenodo.4242", "--sha256", cache_sha], capsys)
     assert code == 0 and cache_sha in out and server.hits["/api/records/4242"] == 1
+
+
+# --------------------------------------------------------- MMV_Im2Im checkpoints inside the paper's archive
+
+IM2IM_DOI = "10.5281/zenodo.10034416"  # the MMV_Im2Im paper's deposit (models.zip, sample_data.zip)
+
+
+def _pytorch_fnet_key(key: str) -> str:
+    """mmv_zoo's fnet key -> the original pytorch_fnet / MMV_Im2Im key (written independently of the
+    importer: plain substitutions)."""
+    import re
+
+    for ours, theirs in (("block.0.", "conv1."), ("block.1.", "bn1."), ("block.3.", "conv2."), ("block.4.", "bn2.")):
+        key = re.sub(rf"(sub_2conv_(?:more|less))\.{re.escape(ours)}", rf"\1.{theirs}", key)
+    for ours, theirs in (("conv_down.0.", "conv_down."), ("conv_down.1.", "bn0."),
+                         ("convt.0.", "convt."), ("convt.1.", "bn1.")):
+        key = key.replace(ours, theirs)
+    return key
+
+
+def _randomize_norms(net):
+    """Batch-norm statistics that are not the identity, so a misplaced norm layer shows in the output."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=gen) * 0.1)
+            mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=gen) + 0.5)
+            mod.weight.data.copy_(torch.rand(mod.weight.shape, generator=gen) + 0.5)
+    return net.eval()
+
+
+def _lightning_checkpoint(state: dict) -> bytes:
+    """A checkpoint as MMV_Im2Im's Lightning trainer saves it: the network under `net.`."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"epoch": 7, "global_step": 70, "pytorch-lightning_version": "2.0.9",
+                "state_dict": {f"net.{k}": v for k, v in state.items()},
+                "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": []}, buf)
+    return buf.getvalue()
+
+
+class _Trap:
+    """Pickled into a checkpoint: unpickling it would create a folder (it must never happen)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.marker,))
+
+
+@pytest.fixture
+def im2im_record(server, tmp_path, monkeypatch):
+    """A fake Zenodo record of the MMV_Im2Im paper on 127.0.0.1: models.zip with checkpoints in the
+    predecessor's layout (a 2D fnet with pytorch_fnet key names, a 3D MONAI UNet), sample_data.zip."""
+    import io
+    import json
+    import zipfile
+
+    import torch
+    from monai.networks.nets import UNet
+
+    from mmv_zoo.nets.fnet import FNet
+
+    from .test_download import send, serve_bytes
+
+    torch.manual_seed(0)
+    fnet = _randomize_norms(FNet(spatial_dims=2, in_channels=1, out_channels=1, depth=2, mult_chan=4))
+    unet = _randomize_norms(UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=[4, 8],
+                                 strides=[[1, 2, 2]], num_res_units=1, norm="batch"))
+    fnet_state = {_pytorch_fnet_key(k): v for k, v in fnet.state_dict().items()}
+    assert "net_recurse.sub_2conv_more.conv1.weight" in fnet_state and "net_recurse.bn0.running_var" in fnet_state
+    marker = tmp_path / "unpickled"
+    buf = io.BytesIO()
+    torch.save({"state_dict": {"net.conv.weight": torch.zeros(1)}, "hyper_parameters": {"cfg": _Trap(str(marker))}},
+               buf)
+    models = io.BytesIO()
+    with zipfile.ZipFile(models, "w") as zf:
+        zf.writestr("models/labelfree/2d/fnet.ckpt", _lightning_checkpoint(fnet_state))
+        zf.writestr("models/denoising/planaria.ckpt", _lightning_checkpoint(unet.state_dict()))
+        zf.writestr("models/denoising/tribolium.ckpt", _lightning_checkpoint(unet.state_dict()))
+        zf.writestr("models/denoising/pickled.ckpt", buf.getvalue())
+        zf.writestr("models/README.txt", "all models of the paper")
+    data = models.getvalue()
+    server.routes["/files/models.zip"] = serve_bytes(data)
+    server.routes["/files/sample_data.zip"] = serve_bytes(b"PK\x05\x06" + b"\0" * 18)
+    record = {"files": [{"key": k, "links": {"self": server.url(f"/files/{k}")}, "checksum": "md5:0"}
+                        for k in ("models.zip", "sample_data.zip")]}
+    server.routes["/api/records/10034416"] = lambda h: send(h, json.dumps(record).encode())
+    monkeypatch.setenv("MMV_ZOO_ZENODO_API", server.url("/api"))
+    monkeypatch.delenv("MMV_ZOO_OFFLINE", raising=False)
+    return {"server": server, "zip": data, "fnet": fnet, "unet": unet, "marker": marker}
+
+
+def _im2im_entry(tmp_path, kind: str, member: str, **network) -> Path:
+    """A zoo entry whose weights are `member` of the paper's models.zip: `kind` 'fnet' (a 2D labelfree
+    fnet) or 'unet' (the bundled denoise_3d_care, shrunk)."""
+    if kind == "unet":
+        data = yaml.safe_load((ZOO_DIR / "denoise_3d_care" / "rdf.yaml").read_text())
+        mmv = data["config"]["mmv_zoo"]
+        mmv["network"] = {"kind": "unet", "spatial_dims": 3, "channels": [4, 8], "strides": [[1, 2, 2]],
+                          "num_res_units": 1, **network}
+        mmv["data"]["patch"] = [8, 32, 32]
+    else:
+        data = yaml.safe_load((ZOO_DIR / "nuclei_semseg_2d" / "rdf.yaml").read_text())
+        data["outputs"][0]["axes"][1]["channel_names"] = ["fluorescence"]
+        mmv = data["config"]["mmv_zoo"]
+        mmv.update(task="regression", loss={"kind": "mse"})
+        mmv["network"] = {"kind": "fnet", "spatial_dims": 2, "depth": 2, "mult_chan": 4, **network}
+        mmv["data"].pop("labels")
+        mmv["data"]["patch"] = [32, 32]
+    mmv["data"]["normalization"] = {"source": {"kind": "none"}, "target": {"kind": "none"}}
+    mmv["pretrained"] = {"source": IM2IM_DOI, "file": "models.zip", "member": member,
+                         "format": "mmv_im2im_checkpoint"}
+    folder = tmp_path / f"{kind}_{member.rsplit('/', 1)[-1].split('.')[0]}_{len(network)}"
+    folder.mkdir()
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder
+
+
+def _leftovers(cache) -> list[str]:
+    """Temporary files or folders anywhere in the cache (a half-written download or extraction)."""
+    return [p.name for p in cache.rglob("*") if p.name.endswith((".part", ".tmp"))]
+
+
+def test_bundled_denoise_entry_references_the_paper_record():
+    pre = load_entry("denoise_3d_care").mmv.pretrained
+    assert pre is not None and pre.source == IM2IM_DOI and pre.file == "models.zip"
+    assert pre.member == "models/denoising/planaria.ckpt" and pre.format == "mmv_im2im_checkpoint"
+    assert pre.sha256 is None  # recorded on first pull
+
+
+def test_pull_extracts_member_once_and_records_sha256(im2im_record, tmp_path, capsys, monkeypatch):
+    import hashlib
+
+    from .test_cli import run_cli
+
+    server, cache = im2im_record["server"], tmp_path / "cache"
+    entry = _im2im_entry(tmp_path, "unet", "models/denoising/planaria.ckpt")
+    archive_sha = hashlib.sha256(im2im_record["zip"]).hexdigest()
+    code, out, _ = run_cli(["show", str(entry)], capsys)
+    assert code == 0 and "not known yet: the first pull records it" in out
+
+    code, out, err = run_cli(["pull", str(entry)], capsys)
+    assert code == 0, err
+    assert "archive sha256 recorded on first use (trust on first use" in out and archive_sha in out
+    assert "member models/denoising/planaria.ckpt" in out
+    assert server.hits["/files/models.zip"] == 1 and server.hits["/files/sample_data.zip"] == 0
+    member = cache / "downloads" / archive_sha / "models.zip.members" / "models" / "denoising" / "planaria.ckpt"
+    with __import__("zipfile").ZipFile(cache / "downloads" / archive_sha / "models.zip") as zf:
+        assert member.read_bytes() == zf.read("models/denoising/planaria.ckpt")
+    members = sorted(p.relative_to(member.parents[2]).as_posix() for p in member.parents[2].rglob("*"))
+    assert members == ["models", "models/denoising", "models/denoising/planaria.ckpt"]  # only that member
+
+    requests = server.total
+    code, out, _ = run_cli(["pull", str(entry)], capsys)
+    assert code == 0 and "from the cache" in out and archive_sha in out
+    assert server.total == requests  # no request at all, not even to the Zenodo API
+    code, out, _ = run_cli(["show", str(entry)], capsys)
+    assert code == 0 and f"recorded on first pull (trust on first use): {archive_sha}" in out
+    assert "archive (holding models/denoising/planaria.ckpt)" in out
+    assert _leftovers(cache) == []
+
+    code, out, _ = run_cli(["pull", IM2IM_DOI, "--file", "models.zip", "--member", "models/README.txt"], capsys)
+    assert code == 0 and "member models/README.txt" in out and server.total == requests
+
+
+class _SourceModel:
+    """The network that was saved, in the form the prediction engine takes a model."""
+
+    def __init__(self, net) -> None:
+        self.net = net
+
+    def inference_model(self):
+        return self.net
+
+
+@pytest.mark.parametrize("kind, member", [("fnet", "models/labelfree/2d/fnet.ckpt"),
+                                          ("unet", "models/denoising/planaria.ckpt")])
+def test_predict_with_im2im_checkpoint_matches_source_network(im2im_record, tmp_path, monkeypatch, kind, member):
+    """The entry's network with the checkpoint's weights gives what the network that was saved gives:
+    through the same tiling everywhere, and applied directly to the whole image away from the borders
+    (where the tiler's mirror padding cannot reach)."""
+    import torch
+
+    from mmv_zoo.predict.engine import predict_array
+
+    entry = _im2im_entry(tmp_path, kind, member)
+    source = im2im_record[kind]
+    shape, margin = ((128, 128), (32, 32)) if kind == "fnet" else ((24, 64, 64), (8, 16, 16))
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, x)
+
+    (res,) = predict_files(entry, [image], tmp_path / "pred")
+    got = read_image(res.output, len(shape)).data
+    tiled = predict_array(_SourceModel(source), x[None], load_entry(entry))
+    with torch.no_grad():
+        direct = source(torch.from_numpy(x)[None, None])[0].numpy()
+    assert got.shape == tiled.shape == direct.shape
+    np.testing.assert_allclose(got, tiled, rtol=1e-5, atol=1e-6)
+    inner = (slice(None), *(slice(m, n - m) for m, n in zip(margin, shape, strict=True)))
+    np.testing.assert_allclose(got[inner], direct[inner], rtol=1e-4, atol=1e-5)
+
+    requests = im2im_record["server"].total
+    with monkeypatch.context() as m:  # the cached record and member serve offline
+        m.setenv("MMV_ZOO_OFFLINE", "1")
+        (again,) = predict_files(entry, [image], tmp_path / "pred_offline")
+    np.testing.assert_array_equal(read_image(again.output, len(shape)).data, got)
+    assert im2im_record["server"].total == requests
+
+
+def test_missing_member_is_one_line_listing_members(im2im_record, tmp_path, capsys):
+    from .test_cli import assert_clean_error, run_cli
+
+    entry = _im2im_entry(tmp_path, "unet", "models/denoising/planarian.ckpt")
+    code, _, err = run_cli(["pull", str(entry)], capsys)
+    assert_clean_error(code, err, "config.mmv_zoo.pretrained.member", "no file 'models/denoising/planarian.ckpt'",
+                       "models/denoising/planaria.ckpt")
+    cache = tmp_path / "cache"
+    assert _leftovers(cache) == []
+    assert not [p for p in cache.rglob("*") if "planarian" in p.name]
+
+
+@pytest.mark.parametrize("kind, network", [("unet", {"num_res_units": 2}), ("unet", {"channels": [4, 16]}),
+                                           ("fnet", {"depth": 3})])
+def test_mismatched_network_is_one_line_naming_keys(im2im_record, tmp_path, capsys, kind, network):
+    from .test_cli import assert_clean_error, run_cli
+
+    member = "models/denoising/planaria.ckpt" if kind == "unet" else "models/labelfree/2d/fnet.ckpt"
+    entry = _im2im_entry(tmp_path, kind, member, **network)
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, np.zeros((8, 32, 32) if kind == "unet" else (64, 64), np.float32))
+    code, _, err = run_cli(["predict", str(entry), str(image), "--out", str(tmp_path / "out")], capsys)
+    assert_clean_error(code, err, str(entry / "rdf.yaml"), "does not fit the entry's network", "config.mmv_zoo.network")
+    assert "missing key" in err or "shape mismatch" in err
+    assert not (tmp_path / "out").exists()
+    assert _leftovers(tmp_path / "cache") == []
+
+
+def test_pickled_objects_are_refused_never_unpickled(im2im_record, tmp_path, capsys):
+    from .test_cli import assert_clean_error, run_cli
+
+    entry = _im2im_entry(tmp_path, "unet", "models/denoising/pickled.ckpt")
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, np.zeros((8, 32, 32), np.float32))
+    code, _, err = run_cli(["predict", str(entry), str(image), "--out", str(tmp_path / "out")], capsys)
+    assert_clean_error(code, err, "weights_only=True", "pickled Python objects", "os.makedirs")
+    assert not im2im_record["marker"].exists()
+
+
+def test_extract_member_is_atomic_and_safe(tmp_path):
+    import zipfile
+
+    from mmv_zoo.archives import MissingMember, extract_member
+    from mmv_zoo.errors import DownloadError
+
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("models/x.ckpt", b"A" * 4096)
+        zf.writestr("models/y.ckpt", b"B" * 10)
+    target = tmp_path / "out" / "models" / "x.ckpt"
+    assert extract_member(archive, "models/x.ckpt", target).read_bytes() == b"A" * 4096
+    with pytest.raises(MissingMember, match=r"no file 'models/z.ckpt' in the archive \(2 files; e.g. models/[xy]"):
+        extract_member(archive, "models/z.ckpt", tmp_path / "out2" / "z.ckpt")
+    with pytest.raises(DownloadError, match="escapes"):
+        extract_member(archive, "../x.ckpt", tmp_path / "out3" / "x.ckpt")
+    raw = bytearray(archive.read_bytes())
+    raw[raw.index(b"A" * 64) + 100] ^= 0xFF  # damage the member's data: its CRC no longer matches
+    (tmp_path / "bad.zip").write_bytes(bytes(raw))
+    with pytest.raises(DownloadError, match="CRC"):
+        extract_member(tmp_path / "bad.zip", "models/x.ckpt", tmp_path / "out4" / "models" / "x.ckpt")
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists() and not (tmp_path / "out4").exists()
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("member", "../models/x.ckpt", "config.mmv_zoo.pretrained.member"),
+    ("member", "/models/x.ckpt", "relative path"),
+    ("format", "onnx", "'bioimageio' or 'mmv_im2im_checkpoint'"),
+])
+def test_pretrained_member_and_format_are_validated(field, value, needle):
+    with pytest.raises(EntryError) as info:
+        load_entry("denoise_3d_care", [f"pretrained.{field}={value}"])
+    msg = str(info.value)
+    assert needle in msg and len(msg.splitlines()) == 1

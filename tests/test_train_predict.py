@@ -68,16 +68,21 @@ def test_predict_2d_writes_labels_with_pixel_sizes(run_2d, data_2d, tmp_path):
 
 
 def test_prediction_equals_model_on_whole_image(run_2d, data_2d, tmp_path):
-    """Tiled prediction with blending matches one forward pass of the checkpoint on a valid-size image."""
+    """One tile: the model's forward pass on the image mirrored by the halo, cropped back."""
+    from mmv_zoo.nets.receptive_field import entry_halo
     from mmv_zoo.predict.engine import predict_array
 
     model = load_model(run_2d)
     x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :64, :64]
     tiled = predict_array(model, x, model.entry)
+    halo, _ = entry_halo(model.entry, model.inference_model())
+    assert min(halo) > 0
     with torch.no_grad():
         norm = normalize(x, model.entry.mmv.data.normalization.source)
-        direct = model.inference_model()(torch.from_numpy(norm)[None])
-    np.testing.assert_allclose(tiled, direct[0].numpy(), atol=1e-4)
+        padded = np.pad(norm, [(0, 0)] + [(h, h) for h in halo], mode="symmetric")
+        direct = model.inference_model()(torch.from_numpy(padded)[None])[0].numpy()
+    direct = direct[:, halo[0]:halo[0] + 64, halo[1]:halo[1] + 64]
+    np.testing.assert_allclose(tiled, direct, atol=1e-5)
 
 
 def test_probabilities_option(run_2d, data_2d, tmp_path):
@@ -143,22 +148,32 @@ def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
         predict_files(folder, [sorted((data_2d / "images").iterdir())[0]], tmp_path / "pred")
 
 
-def test_tiled_prediction_blends_many_tiles(run_2d, data_2d, monkeypatch):
-    """An image several windows wide is tiled and blended; the result stays close to one forward pass."""
+def test_tiling_does_not_change_the_prediction(run_2d, data_2d, monkeypatch):
+    """Tiles cropped by a halo covering the receptive field give the one-tile result; blended overlap too."""
+    from mmv_zoo.nets import receptive_field
     from mmv_zoo.predict import engine
 
     model = load_model(run_2d)
-    x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :96, :96]
-    monkeypatch.setattr(engine, "DEFAULT_WINDOW", {2: 32, 3: 32})
-    assert engine.window_size(model.entry, (96, 96)) == [32, 32]  # so 9+ tiles, not one
-    tiled = engine.predict_array(model, x, model.entry, overlap=0.5)
-    with torch.no_grad():
-        norm = normalize(x, model.entry.mmv.data.normalization.source)
-        direct = model.inference_model()(torch.from_numpy(norm)[None])[0].numpy()
-    assert tiled.shape == direct.shape == (2, 96, 96)
-    np.testing.assert_allclose(tiled.sum(0), 1.0, atol=1e-4)  # blended probabilities stay probabilities
-    assert np.abs(tiled - direct).mean() < 0.05
-    assert (tiled.argmax(0) == direct.argmax(0)).mean() > 0.95
+    entry = model.entry
+    x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :96, :90]
+    capped, radius = engine.entry_halo(entry, model.inference_model())
+    assert capped == [16, 16] and radius[0] > 16  # the tiny test patch (32) caps the halo at 16
+    capped_tiles = engine.predict_array(model, x, entry, budget=(2 * 16 + 16) ** 2)
+    # the full halo (the field rounded up to half a step), as an entry trained on larger patches gets
+    halo = [receptive_field.halo_from_radius(r, 8, 10**6) for r in radius]
+    monkeypatch.setattr(engine, "entry_halo", lambda e, n: (halo, radius))
+    whole = engine.predict_array(model, x, entry)
+    budget = (2 * max(halo) + 16) ** 2  # tiles with a 16-pixel core: many tiles
+    tiled = engine.predict_array(model, x, entry, budget=budget, batch_size=3)
+    plan = engine.plan_tiles((96, 90), entry.mmv.network.size_rule(2), halo, budget)
+    assert len(plan) >= 16
+    assert tiled.shape == whole.shape == (2, 96, 90)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    blended = engine.predict_array(model, x, entry, budget=budget, overlap=0.5, blend="gaussian")
+    np.testing.assert_allclose(blended, whole, atol=1e-5)
+    np.testing.assert_allclose(blended.sum(0), 1.0, atol=1e-5)  # probabilities stay probabilities
+    # a capped halo cuts the far (weak) edge of the field: close
+    assert np.abs(capped_tiles - whole).max() < 1e-2
 
 
 def test_predict_never_replaces_an_input(run_2d, data_2d, tmp_path):

@@ -82,24 +82,27 @@ def _weights_label(entry) -> str:
     from ..pretrained import is_doi
 
     kind = "DOI" if is_doi(pre.source) else "URL" if "://" in pre.source else "bundled"
-    return f"{kind}{'' if pre.sha256 else ' (sha256 on first pull)'}"
+    what = ", MMV_Im2Im" if pre.format == "mmv_im2im_checkpoint" else ""
+    return f"{kind}{what}{'' if pre.sha256 else ' (sha256 on first pull)'}"
 
 
 @app.command()
 def show(entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")], set_: SetOption = None) -> None:
     """Print an entry with every default filled in (after --set overrides)."""
     from ..entry import entry_to_yaml, load_entry
+    from ..pretrained import is_doi
 
     e = load_entry(entry, set_)
     sys.stdout.write(f"# {e.source}\n{entry_to_yaml(e)}")
     pre = e.mmv.pretrained
-    if pre is not None and pre.sha256 is None and "://" in pre.source:
-        from ..download import recorded_sha256
+    if pre is not None and pre.sha256 is None and ("://" in pre.source or is_doi(pre.source)):
+        from ..pretrained import recorded_sha256
 
-        seen = recorded_sha256(pre.source)
+        seen = recorded_sha256(pre.source, pre.file)
         note = (f"recorded on first pull (trust on first use): {seen}" if seen
                 else "not known yet: the first pull records it")
-        sys.stdout.write(f"# pretrained package sha256 {note}\n")
+        what = f"archive (holding {pre.member})" if pre.member else "package"
+        sys.stdout.write(f"# pretrained {what} sha256 {note}\n")
 
 
 @app.command()
@@ -149,7 +152,10 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output folder (one OME-TIFF per input).")],
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them).")] = False,
     probabilities: Annotated[bool, typer.Option(help="Segmentation: write class probabilities, not labels.")] = False,
-    overlap: Annotated[float, typer.Option(min=0.0, max=0.9, help="Tile overlap fraction.")] = 0.25,
+    overlap: Annotated[float, typer.Option(
+        min=0.0, max=0.9, help="Extra blended overlap between tiles, as a fraction of a tile (tiles already "
+        "overlap by the network's receptive field, which makes tiling exact; this only matters for "
+        "networks whose field was capped).")] = 0.0,
     channels: Annotated[str | None, typer.Option(help="Input channel indices, e.g. 0 or 0,2.")] = None,
     trust_code: Annotated[bool, typer.Option(help="Packages: allow pytorch_state_dict weights, which run the "
                                                   "package's own Python code.")] = False,
@@ -201,14 +207,16 @@ def pull(
     source: Annotated[str, typer.Argument(help="A zoo entry with pretrained weights, a URL, a Zenodo DOI or a path.")],
     sha256: Annotated[str | None, typer.Option(help="Expected sha256 (URL/DOI/path only).")] = None,
     file: Annotated[str | None, typer.Option(help="DOI records with several files: the one to fetch.")] = None,
+    member: Annotated[str | None, typer.Option(help="Archives (URL/DOI/path only): extract only this file, "
+                                                    "e.g. models/denoising/planaria.ckpt.")] = None,
 ) -> None:
-    """Download (or find in the cache) a pretrained package and verify its sha256."""
+    """Download (or find in the cache) pretrained weights and verify their sha256."""
     from ..entry import load_entry
     from ..pretrained import entry_package, is_doi, pull_source
 
     path = Path(source)
     if "://" in source or is_doi(source) or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
-        got = pull_source(source, sha256, file=file)  # a package by URL, DOI or path
+        got = pull_source(source, sha256, file=file, member=member)  # a package by URL, DOI or path
     else:
         got = entry_package(load_entry(source))
     how = ("sha256 recorded on first use (trust on first use: check it against the publisher's)"
@@ -216,8 +224,13 @@ def pull(
            else "sha256 (nothing to check it against: pass --sha256)")
     where = "local file" if got.local else "from the cache" if got.from_cache else "downloaded"
     console = _console()
-    console.print(f"[green]{how}[/green] {got.sha256}", highlight=False)
-    console.print(f"  {where}: {got.path}", highlight=False, soft_wrap=True)
+    if got.member is None:
+        console.print(f"[green]{how}[/green] {got.sha256}", highlight=False)
+        console.print(f"  {where}: {got.path}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"[green]archive {how}[/green] {got.sha256}", highlight=False)
+    console.print(f"  archive ({where}): {got.archive}", highlight=False, soft_wrap=True)
+    console.print(f"  member {got.member}: {got.path}", highlight=False, soft_wrap=True)
 
 
 @app.command()

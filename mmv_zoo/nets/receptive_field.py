@@ -101,8 +101,9 @@ _CACHE: dict[tuple[Any, ...], list[int]] = {}
 
 
 def halo_from_radius(radius: int, step: int, patch: int) -> int:
-    """The output halo along one axis: the receptive-field radius rounded up to a multiple of step/2
-    (so that `2 * halo` keeps input sizes valid), at most HALO_CAP and half the training patch.
+    """The output halo along one axis: the receptive-field radius rounded up to a multiple of the
+    network's step (so that padding by it keeps input sizes valid and the image on the network's
+    downsampling grid), at most HALO_CAP and half the training patch.
 
     Up to the cap tiles reproduce a whole-image prediction exactly (up to float rounding); past it,
     the far edge of the field (whose weight in the output is small) is cut. Fixed-size axes
@@ -110,7 +111,7 @@ def halo_from_radius(radius: int, step: int, patch: int) -> int:
     """
     if step == 0 or radius == 0:
         return 0
-    unit = step // 2 if step % 2 == 0 else step
+    unit = step
     cap = max(unit, min(HALO_CAP, patch // 2) // unit * unit)
     return min(-(-radius // unit) * unit, cap)
 

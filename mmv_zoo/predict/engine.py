@@ -1,8 +1,5 @@
-"""Sliding-window prediction with gaussian blending on 2D and 3D images, written as OME-TIFF.
-
-(MONAI's sliding-window helper does the tiling here; a dedicated engine with bounded memory and
-streaming writers is the prediction-engine issue's work.)
-"""
+"""Prediction of 2D and 3D images (time-lapses frame by frame) with runs, packages and zoo entries,
+tiled by `tiler` and written as OME-TIFF."""
 
 from __future__ import annotations
 
@@ -17,9 +14,9 @@ import numpy as np
 from ..errors import DataError
 from ..io.read import count_timepoints, image_stem, is_image, read_image, select_channels
 from ..io.write import check_writable, write_ome_tiff
+from ..nets.receptive_field import entry_halo
 from ..transforms.normalize import normalize
-
-DEFAULT_WINDOW = {2: 512, 3: 128}
+from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
 
 @dataclass
@@ -63,37 +60,27 @@ def pick_device() -> str:
     return "cpu"
 
 
-def window_size(entry: Any, image_shape: tuple[int, ...]) -> list[int]:
-    """Tile size: valid for the network, no larger than needed for the image, at least the patch."""
-    dims = entry.spatial_dims
-    rules = entry.mmv.network.size_rule(dims)
-    out = []
-    for rule, n, p in zip(rules, image_shape, entry.mmv.data.patch, strict=True):
-        target = min(n, max(p, DEFAULT_WINDOW[dims]))
-        out.append(rule.fit(target))
-    return out
-
-
-def predict_array(model: Any, x: np.ndarray, entry: Any, overlap: float = 0.25, batch_size: int = 4) -> np.ndarray:
+def predict_array(model: Any, x: np.ndarray, entry: Any, overlap: float = 0.0, batch_size: int = 1,
+                  budget: int | None = None, blend: str = "cosine") -> np.ndarray:
     """Normalize (C, [Z], Y, X) `x` and return the network output (K, [Z], Y, X) as float32.
 
-    Tiles run on the model's device; the blended output is stitched on the CPU.
+    Tiles are cropped by the network's measured receptive-field halo (the one the exported package
+    declares), so the result does not depend on the tiling; tiles run on the model's device.
     """
     import torch
-    from monai.inferers import sliding_window_inference
 
     norm = normalize(x, entry.mmv.data.normalization.source)
-    roi = window_size(entry, norm.shape[1:])
     net = model.inference_model().eval()
     device = next(net.parameters()).device
-    # reflect-pad images smaller than a tile where possible, else repeat the edge (as training does)
-    reflect = all(r - n < n for r, n in zip(roi, norm.shape[1:], strict=True))
-    with torch.inference_mode():
-        t = torch.from_numpy(norm)[None]
-        y = sliding_window_inference(t, roi, batch_size, net, overlap=overlap, mode="gaussian",
-                                     padding_mode="reflect" if reflect else "replicate",
-                                     sw_device=device, device=torch.device("cpu"))
-    return y[0].float().numpy()
+    halo, _ = entry_halo(entry, net)
+    rules = entry.mmv.network.size_rule(entry.spatial_dims)
+    plan = plan_tiles(norm.shape[1:], rules, halo, budget or DEFAULT_BUDGET[entry.spatial_dims], overlap)
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return predict_tiled(forward, norm, plan, batch_size=batch_size, blend=blend)
 
 
 def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False) -> tuple[np.ndarray, list[str]]:
@@ -111,12 +98,13 @@ def output_path(out: Path, image: Path) -> Path:
 
 
 class RunPredictor:
-    """Predicts with a trained run: sliding windows, gaussian blending, then the task's postprocessing."""
+    """Predicts with a trained run: tiles cropped by the receptive-field halo, then the task's postprocessing."""
 
-    def __init__(self, source: str | Path, probabilities: bool = False, overlap: float = 0.25) -> None:
+    def __init__(self, source: str | Path, probabilities: bool = False, overlap: float = 0.0,
+                 model: Any = None) -> None:
         from ..run import load_model
 
-        self.model = load_model(source).to(pick_device())
+        self.model = (load_model(source) if model is None else model).to(pick_device())
         self.entry = self.model.entry
         self.spatial_dims = self.entry.spatial_dims
         self.in_channels = self.entry.in_channels
@@ -151,7 +139,7 @@ class EntryPredictor:
         return _pixel_sizes(from_file, self.entry)
 
 
-def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.25,
+def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.0,
                    trust_code: bool = False, weight_format: str | None = None) -> Any:
     """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor; a zoo
     entry (name, folder or rdf.yaml) with pretrained weights -> EntryPredictor."""
@@ -172,6 +160,13 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
         from ..errors import RunError
 
         raise RunError(f"{source}: not a run folder, checkpoint, BioImage.IO package or zoo entry") from None
+    pre = entry.mmv.pretrained
+    if pre is not None and pre.format == "mmv_im2im_checkpoint":  # the entry's network, weights from MMV_Im2Im
+        from ..im2im_checkpoint import checkpoint_model
+        from ..pretrained import entry_package
+
+        ckpt = entry_package(entry).path
+        return RunPredictor(ckpt, probabilities, overlap, model=checkpoint_model(entry, ckpt))
     return EntryPredictor(entry, probabilities, trust_code, weight_format)
 
 
@@ -181,7 +176,7 @@ def predict_files(
     out: Path,
     overwrite: bool = False,
     probabilities: bool = False,
-    overlap: float = 0.25,
+    overlap: float = 0.0,
     channels: list[int] | None = None,
     on_file: Callable[[Prediction], None] | None = None,
     trust_code: bool = False,

@@ -3,7 +3,8 @@
 The package is validated (file hashes included), one weight format is chosen — TorchScript, then
 ONNX; `pytorch_state_dict` runs the package's own Python architecture code and is used only with
 `trust_code` — and that format must reproduce the package's test tensors before it predicts. The
-pipeline applies the package's pre- and postprocessing and tiles with its declared halo.
+package's pre- and postprocessing run through bioimageio.core; the network runs on tiles from
+mmv_zoo's own tiler, cropped by the package's declared halo (so ours and others' packages tile alike).
 """
 
 from __future__ import annotations
@@ -178,37 +179,133 @@ class PackagePredictor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
+        self.plan_rules, self.halo = self._tiling()
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing."""
-        from bioimageio.core import Tensor
+        """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing.
+
+        The package's preprocessing runs on the whole image (its statistics are the image's), the
+        network on tiles from mmv_zoo's tiler cropped by the package's halo, the postprocessing on
+        the stitched output. Packages whose output is not the input's size (scaled or offset axes)
+        are tiled by bioimageio.core instead.
+        """
+        if self.plan_rules is None:
+            return self._predict_with_core_blocking(x)
+        from bioimageio.core import Sample
+
+        from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
+
+        sample = self._sample(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.pipeline.apply_preprocessing(sample)
+        pre = self._ours(sample.members[self.input.id], self.input.axes)
+        plan = plan_tiles(pre.shape[1:], self.plan_rules, self.halo, DEFAULT_BUDGET[self.spatial_dims])
+        y = predict_tiled(self._forward, pre, plan, batch_size=1 if self._has_batch else 1)
+        out = Sample(members={self.output.id: self._theirs(y, self.output.axes)}, stat=sample.stat, id=sample.id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.pipeline.apply_postprocessing(out)
+        return np.asarray(self._ours(out.members[self.output.id], self.output.axes), np.float32), self.channel_names
+
+    # ---- tiling with mmv_zoo's tiler
+
+    def _tiling(self) -> tuple[list[Any] | None, list[int]]:
+        """Size rules and halo per space axis when the output has the input's space size, else (None, [])."""
+        from bioimageio.spec.model import v0_5
+
+        from ..settings.networks import SizeRule
+
+        in_axes = {str(a.id): a for a in self.input.axes if a.type == "space"}
+        out_axes = {str(a.id): a for a in self.output.axes if a.type == "space"}
+        rules, halo = [], []
+        for axis_id in self.space_ids:
+            a, o = in_axes[axis_id], out_axes.get(axis_id)
+            if o is None or o.scale != a.scale:
+                return None, []
+            same = (isinstance(o.size, v0_5.SizeReference) and str(o.size.tensor_id) == str(self.input.id)
+                    and str(o.size.axis_id) == axis_id and not o.size.offset)
+            if not (same or (isinstance(o.size, int) and o.size == a.size)):
+                return None, []
+            if isinstance(a.size, v0_5.ParameterizedSize):
+                rules.append(SizeRule(min=a.size.min, step=a.size.step))
+            elif isinstance(a.size, int):
+                rules.append(SizeRule(min=a.size, step=0))
+            else:
+                return None, []
+            halo.append(int(getattr(o, "halo", 0) or 0))
+        return rules, halo
+
+    def _sample(self, x: np.ndarray) -> Any:
         from bioimageio.core.digest_spec import create_sample_for_model
 
-        shape = x.shape[1:]
-        x, ns = self._fit(x)
-        ours = dict(zip(["channel", *self.space_ids], range(x.ndim), strict=True))
+        return create_sample_for_model(self.descr, inputs={self.input.id: self._theirs(x, self.input.axes)})
+
+    def _theirs(self, x: np.ndarray, axes: Any) -> Any:
+        """(C, *S) or (B, C, *S) numpy -> a Tensor in the package's axis order for `axes`."""
+        from bioimageio.core import Tensor
+
+        batched = x.ndim == 2 + self.spatial_dims
+        ours = {"channel": 1 if batched else 0, **{a: i + (2 if batched else 1) for i, a in enumerate(self.space_ids)}}
         dims, order = [], []
-        for axis in self.input.axes:
+        for axis in axes:
             dims.append(str(axis.id))
-            order.append(None if axis.type == "batch" else ours["channel" if axis.type == "channel" else str(axis.id)])
-        arr = np.transpose(x.astype(np.float32), [o for o in order if o is not None])
+            if axis.type == "batch":
+                order.append(0 if batched else None)
+            else:
+                order.append(ours["channel" if axis.type == "channel" else str(axis.id)])
+        if not any(a.type == "channel" for a in axes):
+            x = x[:, 0] if batched else x[0]
+            ours = {k: v - 1 for k, v in ours.items() if k != "channel"}
+            order = [None if o is None else (o if o == 0 and batched else o - 1) for o in order]
+        arr = np.transpose(x.astype(np.float32, copy=False), [o for o in order if o is not None])
         for i, o in enumerate(order):
             if o is None:
                 arr = np.expand_dims(arr, i)
-        sample = create_sample_for_model(self.descr, inputs={self.input.id: Tensor.from_numpy(arr, dims=dims)})
+        return Tensor.from_numpy(arr, dims=dims)
+
+    def _ours(self, t: Any, axes: Any, batched: bool = False) -> np.ndarray:
+        """A Tensor in the package's axis order -> (C, *S) numpy (or (B, C, *S) with `batched`)."""
+        want = [str(a.id) for a in axes if a.type == "channel"] + self.space_ids
+        batch = [str(a.id) for a in axes if a.type == "batch"]
+        data = np.asarray(t.transpose([*batch, *want]).data.values)
+        if not batch:
+            data = data[None]
+        if not any(a.type == "channel" for a in axes):
+            data = data[:, None]
+        return data if batched else data[0]
+
+    @property
+    def _has_batch(self) -> bool:
+        return any(a.type == "batch" for a in self.input.axes)
+
+    def _forward(self, tiles: np.ndarray) -> np.ndarray:
+        """(B, C, *tile) preprocessed -> (B, K, *tile) raw network output, one tile at a time."""
+        from bioimageio.core import Sample
+
+        outs = []
+        for tile in tiles:
+            sample = Sample(members={self.input.id: self._theirs(tile, self.input.axes)}, stat={}, id=None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                y = self.pipeline.predict_sample_without_blocking(
+                    sample, skip_preprocessing=True, skip_postprocessing=True, skip_input_padding=True,
+                    skip_output_cropping=True)
+            outs.append(self._ours(y.members[self.output.id], self.output.axes))
+        return np.stack(outs)
+
+    # ---- fallback: bioimageio.core's own blocking
+
+    def _predict_with_core_blocking(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        shape = x.shape[1:]
+        x, ns = self._fit(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                result = self.pipeline.predict_sample_with_blocking(sample, ns=ns)
+                result = self.pipeline.predict_sample_with_blocking(self._sample(x), ns=ns)
             except ValueError as e:
                 raise DataError(f"{self.source}: the package cannot take this image ({str(e)[:200]})") from None
-        out = result.members[self.output.id]
-        want = [str(a.id) for a in self.output.axes if a.type in ("channel", "space")]
-        batch = [str(a.id) for a in self.output.axes if a.type == "batch"]
-        data = out.transpose([*batch, *want]).data.values
-        data = data[0] if batch else data
-        if not any(a.type == "channel" for a in self.output.axes):
-            data = data[None]
+        data = self._ours(result.members[self.output.id], self.output.axes)
         data = data[(slice(None), *(slice(0, n) for n in shape))]  # drop our padding
         return np.asarray(data, dtype=np.float32), self.channel_names
 

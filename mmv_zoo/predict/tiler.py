@@ -42,14 +42,14 @@ class TilePlan:
     def core(self) -> tuple[int, ...]:
         return tuple(t - 2 * h for t, h in zip(self.tile, self.halo, strict=True))
 
+    anchor: tuple[int, ...] = ()
+    """Tile starts are multiples of this per axis (the network's step), so that every tile sees the
+    image on the same downsampling grid as a whole-image pass."""
+
     def starts(self, axis: int) -> list[int]:
-        """Core start positions along `axis` (the last core ends at the image border)."""
-        n, c, o = self.shape[axis], self.core[axis], self.overlap[axis]
-        if n <= c:
-            return [0]
-        stride = max(1, c - o)
-        out = list(range(0, n - c, stride))
-        return out + [n - c]
+        """Core start positions along `axis` (the last core reaches the image border)."""
+        a = self.anchor[axis] if self.anchor else 1
+        return _starts(self.shape[axis], self.core[axis], self.overlap[axis], a)
 
     def __len__(self) -> int:
         return math.prod(len(self.starts(a)) for a in range(len(self.shape)))
@@ -61,6 +61,15 @@ class TilePlan:
     def work(self) -> float:
         """Voxels the network processes per image voxel (1.0: no tiling or padding overhead)."""
         return len(self) * math.prod(self.tile) / math.prod(self.shape)
+
+
+def _starts(n: int, core: int, overlap: int, anchor: int) -> list[int]:
+    if n <= core:
+        return [0]
+    stride = max(anchor, (core - overlap) // anchor * anchor)
+    out = list(range(0, n - core, stride))
+    last = -(-(n - core) // anchor) * anchor
+    return out + [last] if last > out[-1] else out
 
 
 def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[int], budget: int,
@@ -87,21 +96,20 @@ def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[i
     tile = best[1]
     cores = [t - 2 * h for t, h in zip(tile, halo, strict=True)]
     ov = tuple(min(c - 1, int(round(overlap * c))) if n > c else 0 for c, n in zip(cores, shape, strict=True))
-    return TilePlan(shape, tile, halo, ov)
+    return TilePlan(shape, tile, halo, ov, tuple(max(1, r.step) for r in rules))
 
 
 def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float) -> list[tuple[int, float]]:
     """(tile size, tiles x size) along one axis, for the valid sizes that lower the work as they grow."""
+    anchor = max(1, rule.step)
     largest = rule.fit(n + 2 * halo)
-    size = rule.fit(2 * halo + 1)
+    size = rule.fit(2 * halo + anchor)
     if size - 2 * halo < 1:
         raise ValueError(f"tile {size} leaves no output after cropping the halo {halo} from both sides")
     out: list[tuple[int, float]] = []
     while True:
         core = size - 2 * halo
-        stride = max(1, core - int(round(overlap * core))) if n > core else core
-        count = 1 if n <= core else math.ceil((n - core) / stride) + 1
-        cost = count * size
+        cost = len(_starts(n, core, int(round(overlap * core)) if n > core else 0, anchor)) * size
         if not out or cost < out[-1][1]:
             out.append((size, cost))
         if size >= largest or rule.step == 0:
@@ -124,8 +132,9 @@ def window(blend: str, core: int, overlap: int) -> np.ndarray:
 
 
 def pad_image(x: np.ndarray, plan: TilePlan, mode: str = "symmetric") -> np.ndarray:
-    """(C, *S) padded by the halo on both sides, plus at the end up to one core for small images."""
-    widths = [(0, 0)] + [(h, h + max(0, c - n)) for h, c, n in zip(plan.halo, plan.core, plan.shape, strict=True)]
+    """(C, *S) padded by the halo on both sides, plus at the end as far as the last tile reaches."""
+    widths = [(0, 0)] + [(h, h + max(0, plan.starts(a)[-1] + c - n))
+                         for a, (h, c, n) in enumerate(zip(plan.halo, plan.core, plan.shape, strict=True))]
     if mode == "symmetric":
         return np.pad(x, widths, mode="symmetric")
     if mode == "zeros":

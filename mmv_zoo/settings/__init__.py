@@ -15,18 +15,40 @@ __all__ = ["MmvZooSettings"]
 
 
 class PretrainedSettings(Strict):
-    """Pretrained weights: a BioImage.IO model package this entry was trained into."""
+    """Pretrained weights: a BioImage.IO model package this entry was trained into, or a checkpoint of
+    the MMV_Im2Im toolbox (e.g. a file inside the archive the paper deposited on Zenodo)."""
 
     source: str
-    """The package: a path relative to the entry folder, an https URL, or a Zenodo DOI (10.5281/zenodo.N)."""
+    """The file: a path relative to the entry folder, an https URL, or a Zenodo DOI (10.5281/zenodo.N).
+    With `member` it is an archive (.zip, .tar[.gz]) holding the weights."""
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    """sha256 of the package file; when missing, the first pull records it (trust on first use)."""
+    """sha256 of the downloaded file (the archive when `member` is set); when missing, the first pull
+    records it (trust on first use) and later pulls require it."""
     file: str | None = None
-    """For a DOI with several files: the file name of the package in the record."""
+    """For a DOI with several files: the file name in the record, e.g. models.zip."""
+    member: str | None = None
+    """Path of the weights inside the archive `source`, e.g. models/denoising/planaria.ckpt: only that
+    file is extracted (into the cache, next to the archive)."""
+    format: Literal["bioimageio", "mmv_im2im_checkpoint"] = "bioimageio"
+    """`bioimageio`: a BioImage.IO model package (.zip); `mmv_im2im_checkpoint`: a PyTorch Lightning
+    checkpoint of the MMV_Im2Im toolbox (network under `net.`), loaded with weights_only=True into the
+    network this entry declares, which must match it key for key."""
     metrics: dict[str, float] = {}
     """Validation metrics of the published run, e.g. {val_loss: 0.09, holdout_f1: 0.972}."""
     trained_on: str | None = None
     """What the weights were trained on (data, epochs, hardware)."""
+
+    @field_validator("member")
+    @classmethod
+    def _relative_member(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.split("/")
+        if (not v or v.startswith("/") or "\\" in v or ":" in parts[0] or v.endswith("/")
+                or any(p in ("", ".", "..") for p in parts)):
+            raise ValueError(f"{v!r} must be a relative path of a file inside the archive, with / between "
+                             "folders and no '.', '..' or empty parts (e.g. models/denoising/planaria.ckpt)")
+        return v
 
 
 class MmvZooSettings(Strict):
