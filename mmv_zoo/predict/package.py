@@ -93,6 +93,12 @@ def choose_weights(descr: Any, source: str | Path, trust_code: bool, wanted: str
         if fmt in CODE_FORMATS and not trust_code:
             reasons.append(f"{fmt} runs the package's own Python code: pass --trust-code to allow it")
             continue
+        if fmt in CODE_FORMATS:
+            missing = missing_libraries(descr.weights.pytorch_state_dict.architecture)
+            if missing:
+                reasons.append(f"{fmt} needs the Python {'library' if len(missing) == 1 else 'libraries'} "
+                               f"{', '.join(missing)}, not installed here (pip install {' '.join(missing)})")
+                continue
         if fmt == "onnx":
             try:
                 import onnxruntime  # noqa: F401
@@ -106,6 +112,32 @@ def choose_weights(descr: Any, source: str | Path, trust_code: bool, wanted: str
         more = f"; it also has {', '.join(others)} weights, which mmv_zoo does not run" if others else ""
         raise RunError(f"{source}: no weights mmv_zoo can run ({'; '.join(reasons) or 'none present'}{more})")
     return runnable
+
+
+def missing_libraries(architecture: Any) -> list[str]:
+    """Top-level modules a state-dict architecture imports (from a library, or in its source file)
+    that are not installed here."""
+    import ast
+    import importlib.util
+
+    modules: set[str] = set()
+    if getattr(architecture, "import_from", None):
+        modules.add(str(architecture.import_from))
+    else:
+        try:
+            from bioimageio.spec._internal.io import get_reader
+
+            text = get_reader(architecture.source, sha256=architecture.sha256).read().decode()
+            tree = ast.parse(text)
+        except Exception:  # unreadable or not Python: bioimageio.core's own test will say so
+            return []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules.add(node.module)
+    tops = sorted({m.split(".")[0] for m in modules})
+    return [m for m in tops if importlib.util.find_spec(m) is None]
 
 
 def package_digest(source: str | Path) -> str | None:
