@@ -121,14 +121,22 @@ def test_export_3d_fnet_center_normalization(run_3d_fnet, tmp_path):
         assert "center" in z.read("README.md").decode()
 
 
-def test_export_3d_monai_unet_declares_dependency(run_3d, tmp_path):
+def test_export_3d_monai_unet_standalone_architecture(run_3d, tmp_path):
+    """MONAI's UNet is written as plain torch (torch.fx): no environment file, no monai import."""
     out = tmp_path / "denoise.zip"
-    result = export_package(run_3d, out)
+    formats = ("torchscript", "pytorch_state_dict", "onnx")
+    result = export_package(run_3d, out, formats=formats)
     descr = _check_package(out, run_3d, result.formats)
-    assert descr.weights.pytorch_state_dict.dependencies is not None
+    assert descr.weights.pytorch_state_dict.dependencies is None
+    assert descr.weights.pytorch_state_dict.architecture.kwargs == {}
     with zipfile.ZipFile(out) as z:
-        assert "from monai.networks.nets import UNet" in z.read("architecture.py").decode()
-        assert "monai==" in z.read("environment.yaml").decode()
+        arch = z.read("architecture.py").decode()
+        readme = z.read("README.md").decode()
+        assert "environment.yaml" not in z.namelist()
+    imports = {line.split()[1].split(".")[0] for line in arch.splitlines() if line.startswith(("import ", "from "))}
+    assert imports == {"__future__", "torch"}
+    assert "nn.Conv3d(" in arch and "torch.fx" in readme
+    assert not any("plain torch" in n for n in result.notes)
 
 
 def test_export_from_a_folder_that_is_not_a_run(tmp_path):

@@ -1,9 +1,11 @@
 """The standalone architecture file of `pytorch_state_dict` weights (never imports mmv_zoo).
 
-fnet is copied verbatim (it needs only torch); MONAI and `python`-kind networks are imported from
-their package, which the consumer must have installed (declared in a conda environment file).
-Either way a small `ExportedModel` wrapper holds the network as `net` and applies the softmax of a
-segmentation model, so the state dict of `FCN.inference_model()` loads strictly.
+fnet is copied verbatim (readable source that needs only torch). MONAI and `python`-kind networks
+are written as plain torch from a torch.fx trace (`fx_source`), so the file needs only torch too;
+a network fx cannot trace (e.g. SwinUNETR, whose forward turns the input size into numpy values)
+falls back to importing the network from its package, declared in a conda environment file, with a
+note in the package. Either way `ExportedModel` holds the network as `net` and applies the softmax
+of a segmentation model, so the state dict of `FCN.inference_model()` loads strictly.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from . import ExportError
 
 if TYPE_CHECKING:
+    from torch import Tensor, nn
+
     from ..entry import Entry
 
 CALLABLE = "ExportedModel"
@@ -59,32 +63,83 @@ class Architecture:
     callable: str
     kwargs: dict[str, Any]
     requirements: list[str] = field(default_factory=list)
+    how: str = ""
+    """How the file was made, for the README (e.g. `generated from a torch.fx trace ...`)."""
+    note: str | None = None
+    """Set when the export had to fall back to an importing file (goes into the package notes)."""
 
 
-def architecture(entry: Entry) -> Architecture:
-    """The standalone architecture of the entry's network; raises ExportError when it cannot be made."""
+def architecture(entry: Entry, model: nn.Module | None = None) -> Architecture:
+    """The standalone architecture of the entry's network; raises ExportError when it cannot be made.
+
+    `model` is the inference model to write (default: the entry's network, untrained); the fx path
+    traces it, so its state dict is the one the file loads.
+    """
     from ..nets.factory import network_recipe
 
     mmv = entry.mmv
     recipe = network_recipe(mmv.network, entry.spatial_dims, entry.in_channels, entry.out_channels)
-    kwargs = {"network_kwargs": _yaml_safe(recipe.kwargs, f"{recipe.module}:{recipe.callable}"),
-              "softmax": mmv.task == "segmentation"}
+    target = f"{recipe.module}:{recipe.callable}"
     if recipe.module == FNET_MODULE:
         source = Path(importlib.import_module(FNET_MODULE).__file__ or "").read_text()
         if "mmv_zoo" in _import_lines(source):
             raise ExportError(f"{FNET_MODULE}: imports mmv_zoo, so it cannot be copied as a standalone architecture")
         text = source.rstrip() + "\n" + WRAPPER.format(callable=recipe.callable)
-        return Architecture(text, CALLABLE, kwargs)
+        return Architecture(text, CALLABLE, _wrapper_kwargs(entry, recipe.kwargs, target),
+                            how="the source of mmv_zoo's fnet; needs only PyTorch")
+    from .fx_source import NotTraceable, standalone_source
+
+    try:
+        text = standalone_source(_inference_model(entry, model), _examples(entry), CALLABLE,
+                                 title=f"Architecture of an mmv_zoo export: {target} ({entry.spatial_dims}D) "
+                                       "as plain torch.")
+        return Architecture(text, CALLABLE, {},
+                            how=f"plain torch generated from a torch.fx trace of {target}; needs only PyTorch")
+    except NotTraceable as e:
+        reason = str(e)
     top = recipe.module.split(".")[0]
     if top == "mmv_zoo":
         raise ExportError(
-            f"network {recipe.module}:{recipe.callable} lives inside mmv_zoo and has no standalone source; "
+            f"network {target} cannot be written as plain torch ({reason}) and lives inside mmv_zoo; "
             "export without pytorch_state_dict (e.g. formats torchscript,onnx)"
         )
     requirement = _requirement(top)
-    header = IMPORTING_HEADER.format(target=f"{recipe.module}:{recipe.callable}", requirement=requirement,
+    header = IMPORTING_HEADER.format(target=target, requirement=requirement,
                                      module=recipe.module, callable=recipe.callable)
-    return Architecture(header + WRAPPER.format(callable=recipe.callable), CALLABLE, kwargs, [requirement])
+    note = (f"pytorch_state_dict: {target} could not be written as plain torch ({reason}); its architecture "
+            f"file imports {requirement} (declared in environment.yaml)")
+    return Architecture(header + WRAPPER.format(callable=recipe.callable), CALLABLE,
+                        _wrapper_kwargs(entry, recipe.kwargs, target), [requirement],
+                        how=f"imports {target}", note=note)
+
+
+def _wrapper_kwargs(entry: Entry, network_kwargs: dict[str, Any], target: str) -> dict[str, Any]:
+    return {"network_kwargs": _yaml_safe(network_kwargs, target), "softmax": entry.mmv.task == "segmentation"}
+
+
+def _inference_model(entry: Entry, model: nn.Module | None) -> nn.Module:
+    if model is not None:
+        return model
+    from ..frameworks.fcn import InferenceModel
+    from ..nets.factory import build_network
+
+    net = build_network(entry.mmv.network, entry.spatial_dims, entry.in_channels, entry.out_channels)
+    return InferenceModel(net, softmax=entry.mmv.task == "segmentation")
+
+
+def _examples(entry: Entry) -> list[Tensor]:
+    """Three valid random inputs: batch 1, batch 2 at another size on every variable axis, batch 1 again.
+
+    Sizes start one step above the network's minimum (the deepest level of a U-Net then has more than
+    one pixel, which instance normalization needs).
+    """
+    import torch
+
+    rules = entry.mmv.network.size_rule(entry.spatial_dims)
+    shapes = [[r.min + k * r.step for r, k in zip(rules, ks, strict=False)]
+              for ks in ([1] * len(rules), [2, 3, 2], [3, 1, 2])]
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(b, entry.in_channels, *s, generator=g) for b, s in zip((1, 2, 1), shapes, strict=True)]
 
 
 def environment_yaml(requirements: list[str], pytorch_version: str) -> str:

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 # The space units BioImage.IO 0.5 accepts are SI lengths spelt out; common short forms are mapped.
 UNIT_ALIASES = {"um": "micrometer", "µm": "micrometer", "μm": "micrometer", "micron": "micrometer",
                 "microns": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
-HALO_CAP = 32
 
 
 @dataclass(frozen=True)
@@ -25,41 +24,31 @@ class AxisSize:
     min: int
     step: int
     halo: int
+    field: int = 0
+    """The network's receptive-field radius along this axis (the halo covers it unless capped)."""
 
     @property
     def rule(self) -> SizeRule:
         return SizeRule(min=self.min, step=self.step)
 
 
-def choose_halo(rule: SizeRule, patch: int) -> int:
-    """Output halo (pixels per side) for tiled prediction along one axis.
-
-    About two steps of the network's coarsest level (at least 8, at most 32 pixels): a conservative
-    share of the receptive field that hides tile seams in practice. It is kept to a quarter of the
-    training patch, so tiles about the size the network was trained on keep at least half of their
-    output. It is a multiple of step/2, so an input padded by the halo on both sides (2 * halo)
-    stays a valid size. Fixed-size axes (step 0) are not tiled and get no halo.
-    """
-    if rule.step == 0:
-        return 0
-    unit = rule.step // 2 if rule.step % 2 == 0 else rule.step
-    target = min(HALO_CAP, max(8, 2 * rule.step), patch // 4)
-    return max(unit, (target // unit) * unit)
-
-
-def export_sizes(entry: Entry) -> list[AxisSize]:
+def export_sizes(entry: Entry, net: Any) -> list[AxisSize]:
     """Per space axis (z, y, x order): the exported minimum, step and halo.
 
+    The halo is the network's measured receptive-field radius (see `mmv_zoo.nets.receptive_field`),
+    the same one `mmv-zoo predict` crops its tiles by, so tiling consumers reproduce its output.
     The minimum is raised above the network's own minimum to the smallest valid size that still
     leaves at least one pixel after cropping the halo from both sides (BioImage.IO requires it).
     """
+    from ..nets.receptive_field import entry_halo
+
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     ids = [a.id for a in entry.inputs[0].space_axes]
+    halos, radii = entry_halo(entry, net)
     sizes = []
-    for axis_id, rule, patch in zip(ids, rules, entry.mmv.data.patch, strict=True):
-        halo = choose_halo(rule, patch)
+    for axis_id, rule, halo, radius in zip(ids, rules, halos, radii, strict=True):
         low = rule.fit(2 * halo + 1) if halo else rule.min
-        sizes.append(AxisSize(id=axis_id, min=low, step=rule.step, halo=halo))
+        sizes.append(AxisSize(id=axis_id, min=low, step=rule.step, halo=halo, field=radius))
     return sizes
 
 

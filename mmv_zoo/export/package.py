@@ -99,7 +99,7 @@ def export_package(
         raise ExportError(str(e)) from None
     entry = model.entry
     info = _run_info(Path(source))
-    sizes = export_sizes(entry)
+    sizes = export_sizes(entry, model.inference_model())
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)
     raw = load_crop(sample_path, entry, sizes)
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_export_") as tmp:
@@ -185,6 +185,10 @@ class _Builder:
         self.space_ids = [s.id for s in sizes]
         self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
         self.input_axes = input_axes(entry, sizes, self.notes)
+        for s in sizes:
+            if s.halo < s.field:
+                self.notes.append(f"axis {s.id}: the halo {s.halo} is smaller than the receptive-field radius "
+                                  f"{s.field} (capped); tiled predictions differ slightly from whole-image ones")
         self.cite = self._cite(self.notes)
         self.arch: Architecture | None = None
         self.facts: ReadmeFacts
@@ -210,7 +214,8 @@ class _Builder:
         self.facts = ReadmeFacts(
             formats=list(self.formats), pytorch_version=self.torch_version, sample_name=sample_name,
             test_shape=tuple(x.shape), preprocessing=[_describe_step(p) for p in self.pre], notes=self.notes,
-            requirements=self.arch.requirements if self.arch else [], run=self.info,
+            requirements=self.arch.requirements if self.arch else [], arch_how=self.arch.how if self.arch else "",
+            run=self.info,
             bioimageio_core=core_version, opset=ONNX_OPSET, arch_file=FILES["architecture"])
         self.path("readme").write_text(render_readme(self.entry, self.sizes, self.facts))
         descr = self.describe(self.formats, with_samples=True)
@@ -247,7 +252,9 @@ class _Builder:
 
         import torch
 
-        self.arch = architecture(self.entry)
+        self.arch = architecture(self.entry, self.net)
+        if self.arch.note:
+            self.notes.append(self.arch.note)
         self.path("architecture").write_text(self.arch.text)
         if self.arch.requirements:
             self.path("environment").write_text(environment_yaml(self.arch.requirements, self.torch_version))
@@ -264,10 +271,14 @@ class _Builder:
             raise ExportError(f"pytorch_state_dict: the standalone architecture does not rebuild the network "
                               f"({type(e).__name__}: {str(e)[:300]})") from None
         example = torch.from_numpy(_roughly_normalized(x))
-        with torch.no_grad():
-            diff = float((rebuilt(example) - self.net(example)).abs().max())
-        if not diff <= TRACE_TOLERANCE:
-            raise ExportError(f"pytorch_state_dict: the rebuilt network differs from the trained one by {diff:.3g}")
+        other = torch.randn(1, x.shape[1], *other_valid_shape(x.shape[2:], self.sizes),
+                            generator=torch.Generator().manual_seed(0))
+        for inp in (example, other):
+            with torch.no_grad():
+                diff = float((rebuilt(inp) - self.net(inp)).abs().max())
+            if not diff <= TRACE_TOLERANCE:
+                raise ExportError(f"pytorch_state_dict: the rebuilt network differs from the trained one by "
+                                  f"{diff:.3g} on input shape {tuple(inp.shape)}")
 
     def _onnx(self, x: np.ndarray) -> None:
         import torch

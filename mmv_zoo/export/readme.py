@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 FORMAT_NOTES = {
     "torchscript": "TorchScript (traced on CPU); needs only PyTorch.",
     "onnx": "ONNX (opset {opset}, dynamic batch and space axes); runs with onnxruntime.",
-    "pytorch_state_dict": "PyTorch state dict with the standalone architecture file `{arch}`.",
+    "pytorch_state_dict": "PyTorch state dict with the architecture file `{arch}` ({how}).",
 }
 
 
@@ -32,6 +32,8 @@ class ReadmeFacts:
     bioimageio_core: str = ""
     opset: int = 17
     arch_file: str = "architecture.py"
+    arch_how: str = ""
+    """How the architecture file was made (e.g. generated from a torch.fx trace; needs only PyTorch)."""
 
 
 def render_readme(entry: Entry, sizes: list[AxisSize], facts: ReadmeFacts) -> str:
@@ -47,14 +49,17 @@ def render_readme(entry: Entry, sizes: list[AxisSize], facts: ReadmeFacts) -> st
               "- Valid input sizes per space axis: "
               + ", ".join(f"{s.id}: {s.min} + k*{s.step}" if s.step else f"{s.id}: {s.min}" for s in sizes) + ".",
               "- Output halo for tiled prediction: "
-              + ", ".join(f"{s.id}: {s.halo}" for s in sizes) + " pixels per side.",
+              + ", ".join(f"{s.id}: {s.halo}" for s in sizes) + " pixels per side (measured receptive-field "
+              "radius: " + ", ".join(f"{s.id}: {s.field}" for s in sizes) + "; tiles cropped by a halo that "
+              "covers it reproduce a whole-image prediction).",
               ""]
     lines += ["## Preprocessing", "", *[f"1. {p}" for p in facts.preprocessing], ""]
     if facts.notes:
         lines += ["Notes:", "", *[f"- {n}" for n in facts.notes], ""]
     lines += ["## Weights", ""]
     for f in facts.formats:
-        lines.append(f"- `{f}`: " + FORMAT_NOTES[f].format(opset=facts.opset, arch=facts.arch_file))
+        lines.append(f"- `{f}`: " + FORMAT_NOTES[f].format(opset=facts.opset, arch=facts.arch_file,
+                                                              how=facts.arch_how or "see its docstring"))
     lines.append(f"- Saved with PyTorch {facts.pytorch_version}.")
     if "pytorch_state_dict" in facts.formats and facts.requirements:
         lines.append(f"- The state-dict architecture imports {', '.join(facts.requirements)} (declared in "
