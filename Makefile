@@ -13,7 +13,7 @@ DEMO       := demo_out
 STAMP      := $(VENV)/.installed
 DEMO_MIN_F1 ?= 0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean check-zoo
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mmv-zoo validate zoo/*
 	$(BIN)/python -m pytest -q
+
+# every bundled entry, trained a few steps, exported with all weight formats and run through the
+# independent BioImage.IO checker (../shared/tools/check_bioimageio_package.sh, its own environment)
+check-zoo: $(STAMP)
+	$(BIN)/python scripts/check_zoo_exports.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
