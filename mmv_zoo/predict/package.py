@@ -55,6 +55,8 @@ def _errors(summary: Any, limit: int = 3) -> str:
         for e in d.errors:
             loc = ".".join(map(str, e.loc))
             msgs.append(f"{loc + ': ' if loc else ''}{e.msg}"[:300])
+        if msgs:
+            break  # the first failing check; the upgrade to format 0.5 after it only repeats it, with noise
     return "; ".join(msgs[:limit]) or str(getattr(summary, "status", "invalid"))
 
 
