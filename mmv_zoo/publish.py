@@ -50,8 +50,42 @@ def publish(run_folder: str | Path, name: str, zoo: Path, sample: Path | None = 
         "trained_on": _trained_on(info),
     }
     validate_entry_data(data, f"{rdf} (published)")
-    _write_atomic(rdf, yaml.safe_dump(data, sort_keys=False))
+    text = None if created else _replace_block(rdf.read_text(), data["config"]["mmv_zoo"]["pretrained"])
+    if text is None or yaml.safe_load(text) != data:  # keep the file's own formatting when we can
+        text = yaml.safe_dump(data, sort_keys=False)
+    _write_atomic(rdf, text)
     return Published(rdf, package, digest, created)
+
+
+def _replace_block(text: str, pretrained: dict[str, Any]) -> str | None:
+    """`text` with its `pretrained:` block under `mmv_zoo:` replaced (or added) — the rest untouched.
+    None when the file's layout is not the plain block layout this understands."""
+    import re
+
+    lines = text.splitlines(keepends=True)
+
+    def block_end(start: int, indent: int) -> int:
+        end = start + 1
+        while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
+            end += 1
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        return end
+
+    top = next((i for i, ln in enumerate(lines) if re.match(r"^\s*mmv_zoo:\s*$", ln)), None)
+    if top is None:
+        return None
+    top_indent = len(lines[top]) - len(lines[top].lstrip())
+    top_end = block_end(top, top_indent)
+    old = next((i for i in range(top + 1, top_end) if re.match(r"^\s*pretrained:", lines[i])), None)
+    indent = (len(lines[old]) - len(lines[old].lstrip())) if old is not None else top_indent + 2
+    dumped = yaml.safe_dump({"pretrained": pretrained}, sort_keys=False, width=100)
+    new = "".join(" " * indent + ln + "\n" for ln in dumped.splitlines())
+    if old is None:
+        if top_end > 0 and not lines[top_end - 1].endswith("\n"):
+            lines[top_end - 1] += "\n"
+        return "".join(lines[:top_end]) + new + "".join(lines[top_end:])
+    return "".join(lines[:old]) + new + "".join(lines[block_end(old, indent):])
 
 
 def _trained_on(info: dict[str, Any]) -> str:
