@@ -1,15 +1,17 @@
-"""Read microscopy images through bioio (TIFF, OME-TIFF, PNG, OME-Zarr, ...) with named dimensions."""
+"""Read whole microscopy images through bioio (TIFF, OME-TIFF, PNG, OME-Zarr, ...) for training.
+
+Large images are read a block at a time through `mmv_zoo.io.source.open_image`.
+"""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
+from .source import open_image
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".png", ".zarr", ".ome.zarr", ".jpg", ".jpeg")
 
@@ -39,27 +41,6 @@ def image_stem(path: Path) -> str:
     return path.stem
 
 
-def _short(reason: str, limit: int = 240) -> str:
-    """A library's message cut at a word boundary (never mid-URL)."""
-    if len(reason) <= limit:
-        return reason
-    return reason[:limit].rsplit(" ", 1)[0] + " ..."
-
-
-def _open(path: Path):  # -> bioio.BioImage
-    from bioio import BioImage
-
-    for name in ("bioio", "bioio_base", "tifffile"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    try:
-        return BioImage(path)
-    except Exception as e:  # bioio raises many kinds for unreadable files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read image ({_short(reason)})") from None
-
-
 def read_image(path: str | Path, spatial_dims: int, t: int | None = None) -> Image:
     """Read `path` as (C, Y, X) for 2D or (C, Z, Y, X) for 3D; `t` picks a time point.
 
@@ -67,28 +48,13 @@ def read_image(path: str | Path, spatial_dims: int, t: int | None = None) -> Ima
     error, as is a single plane given to a 3D reader, and a time-lapse read without `t`.
     """
     path = Path(path)
-    img = _open(path)
-    dims = _dims(img, path)
+    source = open_image(path)
+    info = source.scene(0)
     if t is None:
-        if dims.T > 1:
-            raise DataError(f"{path}: is a time-lapse ({dims.T} time points); give single time points")
+        if info.T > 1:
+            raise DataError(f"{path}: is a time-lapse ({info.T} time points); give single time points")
         t = 0
-    try:
-        order = "CZYX"
-        if "S" in img.dims.order and dims.S > 1:
-            if dims.C > 1:
-                raise DataError(f"{path}: has both {dims.C} channels and {dims.S} RGB samples; not supported")
-            data = np.asarray(img.get_image_data("SZYX", T=t, C=0))
-        else:
-            data = np.asarray(img.get_image_data(order, T=t))
-        pps = img.physical_pixel_sizes
-        sizes = {"z": pps.Z, "y": pps.Y, "x": pps.X}
-        names = [str(c) for c in (img.channel_names or [])]
-    except DataError:
-        raise
-    except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read image data, the file may be corrupt ({_short(reason)})") from None
+    data = source.read_block(t=t)
     nz = data.shape[1]
     if spatial_dims == 2:
         if nz > 1:
@@ -96,21 +62,11 @@ def read_image(path: str | Path, spatial_dims: int, t: int | None = None) -> Ima
         data = data[:, 0]
     elif nz == 1:
         raise DataError(f"{path}: is a single 2D plane (shape {tuple(data.shape)} as CZYX) but the entry is 3D")
-    if len(names) != data.shape[0]:
-        names = [f"channel{i}" for i in range(data.shape[0])]
-    return Image(data=data, path=path, pixel_sizes=sizes, channel_names=names)
+    return Image(data=data, path=path, pixel_sizes=dict(info.pixel_sizes), channel_names=list(info.channel_names))
 
 
 def count_timepoints(path: str | Path) -> int:
-    return int(_dims(_open(Path(path)), Path(path)).T)
-
-
-def _dims(img: Any, path: Path) -> Any:
-    try:
-        return img.dims
-    except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: cannot read image data, the file may be corrupt ({_short(reason)})") from None
+    return open_image(Path(path)).scene(0).T
 
 
 def select_channels(image: Image, n_channels: int, channels: list[int] | None = None) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""Write results as OME-TIFF under a temporary name, renamed into place when complete."""
+"""Write whole results as OME-TIFF under a temporary name, renamed into place when complete.
+
+Streaming writers (OME-Zarr, tile by tile) are in `mmv_zoo.io.writers`.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def make_folder(folder: Path) -> Path:
 
 
 def temporary_path(path: Path) -> Path:
+    """`.<name>.partial-<pid>` next to `path`: hidden, so folder scans (`is_image`) skip it."""
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
@@ -40,8 +44,12 @@ def write_ome_tiff(
     data: np.ndarray,
     pixel_sizes: dict[str, float | None] | None = None,
     channel_names: list[str] | None = None,
+    time_increment: float | None = None,
 ) -> Path:
-    """Write (C, Y, X), (C, Z, Y, X) or (T, C, Z, Y, X) `data` to `path` atomically; returns `path`."""
+    """Write (C, Y, X), (C, Z, Y, X) or (T, C, Z, Y, X) `data` to `path` atomically; returns `path`.
+
+    `time_increment` is the time between time points in seconds (OME TimeIncrement), when known.
+    """
     from bioio.writers import OmeTiffWriter
     from bioio_base.types import PhysicalPixelSizes
 
@@ -53,9 +61,17 @@ def write_ome_tiff(
     sizes = pixel_sizes or {}
     pps = PhysicalPixelSizes(Z=sizes.get("z"), Y=sizes.get("y"), X=sizes.get("x"))
     tmp = temporary_path(path)
+    ome = None
+    if time_increment is not None:
+        ome = OmeTiffWriter.build_ome([data.shape], [data.dtype], dimension_order=["TCZYX"],
+                                      channel_names=[channel_names], image_name=[path.stem],
+                                      physical_pixel_sizes=[pps])
+        ome.images[0].pixels.time_increment = float(time_increment)
+        ome.images[0].pixels.time_increment_unit = "s"
     try:
         OmeTiffWriter.save(
-            data, tmp, dim_order="TCZYX", channel_names=channel_names, physical_pixel_sizes=pps, image_name=path.stem
+            data, tmp, dim_order="TCZYX", ome_xml=ome, channel_names=channel_names, physical_pixel_sizes=pps,
+            image_name=path.stem,
         )
         os.replace(tmp, path)
     except OSError as e:

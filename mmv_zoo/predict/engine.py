@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..io.read import count_timepoints, image_stem, is_image, read_image, select_channels
 from ..io.write import check_writable, write_ome_tiff
 from ..nets.receptive_field import entry_halo
-from ..transforms.normalize import normalize
+from ..transforms.normalize import normalizer
 from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
 
@@ -60,37 +60,100 @@ def pick_device() -> str:
     return "cpu"
 
 
-def predict_array(model: Any, x: np.ndarray, entry: Any, overlap: float = 0.0, batch_size: int = 1,
-                  budget: int | None = None, blend: str = "cosine") -> np.ndarray:
-    """Normalize (C, [Z], Y, X) `x` and return the network output (K, [Z], Y, X) as float32.
+@dataclass
+class Options:
+    """How to predict: tiling, test-time augmentation and postprocessing."""
 
-    Tiles are cropped by the network's measured receptive-field halo (the one the exported package
-    declares), so the result does not depend on the tiling; tiles run on the model's device.
+    probabilities: bool = False
+    """Segmentation: write class probabilities instead of labels."""
+    threshold: float | None = None
+    """Segmentation: foreground where its probability >= threshold (2 classes; more: argmax, background
+    where the top probability is below it). Regression: a 0/1 mask of output >= threshold."""
+    overlap: float = 0.0
+    """Extra blended overlap between tile cores (fraction of a core)."""
+    blend: str = "cosine"
+    tta: bool = False
+    """Average the predictions of the image flipped along each space axis (2^dims passes)."""
+    budget: int | None = None
+    """Voxels per tile (default: tiler.DEFAULT_BUDGET)."""
+    batch_size: int = 1
+
+
+def flip_average(forward: Callable[[np.ndarray], np.ndarray], dims: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Test-time augmentation: `forward` averaged over every combination of flips of the space axes.
+    Tiles are multiples of the network's step, so a flipped tile stays on its downsampling grid."""
+    from itertools import combinations
+
+    flips = [c for r in range(dims + 1) for c in combinations(range(2, 2 + dims), r)]
+
+    def averaged(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for axes in flips:
+            x = np.flip(batch, axes) if axes else batch
+            y = forward(np.ascontiguousarray(x))
+            y = np.flip(y, axes) if axes else y
+            total = y.astype(np.float32) if total is None else total + y
+        return total / len(flips)
+
+    return averaged
+
+
+def finisher(task: str, n_names: int, options: Options) -> tuple[Callable[[np.ndarray], np.ndarray] | None, bool]:
+    """(per-core postprocessing, whether it yields labels) for a task's network output."""
+    t = options.threshold
+    if task == "segmentation" and not options.probabilities:
+        def labels(y: np.ndarray) -> np.ndarray:
+            dtype = np.uint8 if y.shape[0] < 256 else np.uint16
+            if t is not None and y.shape[0] == 2:
+                return (y[1:2] >= t).astype(dtype)
+            lab = y.argmax(0)[None]
+            if t is not None:
+                lab[y.max(0)[None] < t] = 0
+            return lab.astype(dtype)
+        return labels, True
+    if task == "regression" and t is not None:
+        return (lambda y: (y >= t).astype(np.uint8)), True
+    return (lambda y: y.astype(np.float32)), False
+
+
+def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_size: int = 1,
+                  budget: int | None = None, blend: str = "cosine", options: Options | None = None,
+                  finish: Callable[[np.ndarray], np.ndarray] | None = None, out: Any = None,
+                  stats: np.ndarray | None = None, on_tile: Callable[[int, int], None] | None = None) -> Any:
+    """The network output for (C, [Z], Y, X) `x` (an array or a lazy tile source): (K, [Z], Y, X) float32,
+    or whatever `finish` makes of each core, written into `out` if given.
+
+    Tiles are normalized with the image's statistics (from `stats`, default `x` itself) and cropped
+    by the network's measured receptive-field halo (the one the exported package declares), so the
+    result does not depend on the tiling; tiles run on the model's device.
     """
     import torch
 
-    norm = normalize(x, entry.mmv.data.normalization.source)
+    opts = options or Options(overlap=overlap, batch_size=batch_size, budget=budget, blend=blend)
+    prepare = normalizer(np.asarray(x if stats is None else stats), entry.mmv.data.normalization.source)
     net = model.inference_model().eval()
     device = next(net.parameters()).device
     halo, _ = entry_halo(entry, net)
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
-    plan = plan_tiles(norm.shape[1:], rules, halo, budget or DEFAULT_BUDGET[entry.spatial_dims], overlap)
+    shape = tuple(x.shape[1:])
+    plan = plan_tiles(shape, rules, halo, opts.budget or DEFAULT_BUDGET[entry.spatial_dims], opts.overlap)
 
     def forward(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return net(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
-    return predict_tiled(forward, norm, plan, batch_size=batch_size, blend=blend)
+    run = flip_average(forward, entry.spatial_dims) if opts.tta else forward
+    return predict_tiled(run, x, plan, out=out, batch_size=opts.batch_size, blend=opts.blend, prepare=prepare,
+                         finish=finish, on_tile=on_tile)
 
 
-def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Segmentation: argmax labels (or the class probabilities); regression: values as predicted."""
-    names = entry.outputs[0].channel_names
-    if entry.mmv.task == "segmentation" and not probabilities:
-        labels = y.argmax(0)[None]
-        dtype = np.uint8 if y.shape[0] < 256 else np.uint16
-        return labels.astype(dtype), ["labels"]
-    return y.astype(np.float32), list(names)
+def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False,
+                options: Options | None = None) -> tuple[np.ndarray, list[str]]:
+    """Segmentation: labels (argmax, or thresholded) or the class probabilities; regression: values
+    as predicted (or a mask with a threshold)."""
+    opts = options or Options(probabilities=probabilities)
+    fn, is_labels = finisher(entry.mmv.task, len(entry.outputs[0].channel_names), opts)
+    return fn(y), (["labels"] if is_labels else list(entry.outputs[0].channel_names))
 
 
 def output_path(out: Path, image: Path) -> Path:
@@ -101,17 +164,33 @@ class RunPredictor:
     """Predicts with a trained run: tiles cropped by the receptive-field halo, then the task's postprocessing."""
 
     def __init__(self, source: str | Path, probabilities: bool = False, overlap: float = 0.0,
-                 model: Any = None) -> None:
+                 model: Any = None, options: Options | None = None) -> None:
         from ..run import load_model
 
         self.model = (load_model(source) if model is None else model).to(pick_device())
         self.entry = self.model.entry
         self.spatial_dims = self.entry.spatial_dims
         self.in_channels = self.entry.in_channels
-        self.probabilities, self.overlap = probabilities, overlap
+        self.options = options or Options(probabilities=probabilities, overlap=overlap)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        return postprocess(predict_array(self.model, x, self.entry, self.overlap), self.entry, self.probabilities)
+        return self.predict(x)
+
+    def predict(self, x: Any, out: Any = None, stats: np.ndarray | None = None,
+                on_tile: Callable[[int, int], None] | None = None) -> tuple[Any, list[str]]:
+        """(C, [Z], Y, X) array or lazy source -> (postprocessed output, its channel names).
+
+        A framework may post-process itself: a `postprocess(options)` method on the model returning
+        (per-core function, channel names) replaces the task's default (labels or values)."""
+        hook = getattr(self.model, "postprocess", None)
+        if callable(hook):
+            finish, names = hook(self.options)
+        else:
+            finish, is_labels = finisher(self.entry.mmv.task, len(self.entry.outputs[0].channel_names), self.options)
+            names = ["labels"] if is_labels else list(self.entry.outputs[0].channel_names)
+        y = predict_array(self.model, x, self.entry, options=self.options, finish=finish, out=out, stats=stats,
+                          on_tile=on_tile)
+        return y, names
 
     def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
         return _pixel_sizes(from_file, self.entry)
@@ -121,7 +200,7 @@ class EntryPredictor:
     """A zoo entry with pretrained weights: its package, with the entry's task postprocessing."""
 
     def __init__(self, entry: Any, probabilities: bool = False, trust_code: bool = False,
-                 weight_format: str | None = None) -> None:
+                 weight_format: str | None = None, options: Options | None = None) -> None:
         from ..pretrained import entry_package
         from .package import PackagePredictor
 
@@ -129,29 +208,30 @@ class EntryPredictor:
         self.package = entry_package(entry)
         self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
-        self.probabilities = probabilities
+        self.options = options or Options(probabilities=probabilities)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         y, _ = self.inner(x)
-        return postprocess(y, self.entry, self.probabilities)
+        return postprocess(y, self.entry, options=self.options)
 
     def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
         return _pixel_sizes(from_file, self.entry)
 
 
 def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.0,
-                   trust_code: bool = False, weight_format: str | None = None) -> Any:
+                   trust_code: bool = False, weight_format: str | None = None, options: Options | None = None) -> Any:
     """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor; a zoo
     entry (name, folder or rdf.yaml) with pretrained weights -> EntryPredictor."""
     from ..entry import EntryError, load_entry
     from ..run import looks_like_run
     from .package import PackagePredictor, is_package
 
+    options = options or Options(probabilities=probabilities, overlap=overlap)
     path = Path(source)
     if is_package(path):
         return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format)
     if looks_like_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()):
-        return RunPredictor(source, probabilities, overlap)  # says what a run folder lacks
+        return RunPredictor(source, options=options)  # says what a run folder lacks
     try:
         entry = load_entry(source)
     except EntryError:
@@ -166,8 +246,8 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
         from ..pretrained import entry_package
 
         ckpt = entry_package(entry).path
-        return RunPredictor(ckpt, probabilities, overlap, model=checkpoint_model(entry, ckpt))
-    return EntryPredictor(entry, probabilities, trust_code, weight_format)
+        return RunPredictor(ckpt, model=checkpoint_model(entry, ckpt), options=options)
+    return EntryPredictor(entry, trust_code=trust_code, weight_format=weight_format, options=options)
 
 
 def predict_files(
@@ -181,6 +261,7 @@ def predict_files(
     on_file: Callable[[Prediction], None] | None = None,
     trust_code: bool = False,
     weight_format: str | None = None,
+    options: Options | None = None,
 ) -> list[Prediction]:
     """Predict every input image with a trained run (folder or checkpoint) or a BioImage.IO package;
     one OME-TIFF each in `out`. Time-lapses are predicted frame by frame and written with their T axis.
@@ -188,7 +269,8 @@ def predict_files(
     paths = list(dict.fromkeys(expand_inputs(inputs)))
     _refuse_name_clashes(paths, out)
     check_writable(out)
-    predictor = open_predictor(source, probabilities, overlap, trust_code, weight_format)
+    options = options or Options(probabilities=probabilities, overlap=overlap)
+    predictor = open_predictor(source, trust_code=trust_code, weight_format=weight_format, options=options)
     results = []
     for path in paths:
         target = output_path(out, path)

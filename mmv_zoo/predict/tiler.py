@@ -1,6 +1,6 @@
 """Tiled prediction: tiles of valid network sizes, cropped by the halo, blended where they overlap.
 
-The image is padded by the halo on every side (symmetric mirroring, as bioimageio.core does), so an
+The image is mirrored by the halo on every side (symmetric, as bioimageio.core pads), so an
 output pixel sees the same context whether it is predicted in one piece or in tiles, by mmv-zoo or
 by a BioImage.IO consumer. Each tile is `core + 2 * halo` long per axis; only its core is kept. With
 a halo at least the network's receptive field the result does not depend on the tiling at all;
@@ -131,75 +131,106 @@ def window(blend: str, core: int, overlap: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def pad_image(x: np.ndarray, plan: TilePlan, mode: str = "symmetric") -> np.ndarray:
-    """(C, *S) padded by the halo on both sides, plus at the end as far as the last tile reaches."""
-    widths = [(0, 0)] + [(h, h + max(0, plan.starts(a)[-1] + c - n))
-                         for a, (h, c, n) in enumerate(zip(plan.halo, plan.core, plan.shape, strict=True))]
-    if mode == "symmetric":
-        return np.pad(x, widths, mode="symmetric")
-    if mode == "zeros":
-        return np.pad(x, widths, mode="constant")
-    return np.pad(x, widths, mode=mode)
+class ArraySource:
+    """An in-memory (C, *S) array as a tile source."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.array = x
+        self.shape = x.shape
+
+    def read(self, region: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.array[region])
+
+
+def mirror(index: np.ndarray, n: int) -> np.ndarray:
+    """Symmetric (edge-repeating) reflection of indices into [0, n), for any distance outside
+    (numpy's and bioimageio.core's `symmetric` padding)."""
+    period = np.mod(index, 2 * n)
+    return np.where(period < n, period, 2 * n - 1 - period)
+
+
+def read_tile(source: Any, start: Sequence[int], plan: TilePlan) -> np.ndarray:
+    """The input tile whose core starts at `start`: (C, *tile), mirrored where it reaches past the image.
+
+    Only the part of the image the tile covers is read from `source` (anything with `.shape`
+    (C, *S) and `.read(region)`), so a lazy source never loads the whole image.
+    """
+    indices = [mirror(np.arange(s - h, s - h + t), n)
+               for s, h, t, n in zip(start, plan.halo, plan.tile, plan.shape, strict=True)]
+    lows = [int(i.min()) for i in indices]
+    block = source.read((slice(None), *(slice(lo, int(i.max()) + 1) for lo, i in zip(lows, indices, strict=True))))
+    for axis, (lo, idx) in enumerate(zip(lows, indices, strict=True)):
+        local = idx - lo
+        if not (local[0] == 0 and np.all(np.diff(local) == 1) and len(local) == block.shape[axis + 1]):
+            block = np.take(block, local, axis=axis + 1)
+    return block
 
 
 def predict_tiled(
     forward: Callable[[np.ndarray], np.ndarray],
-    x: np.ndarray,
+    x: Any,
     plan: TilePlan,
     out: Any | None = None,
     batch_size: int = 1,
     blend: str = "cosine",
-    pad_mode: str = "symmetric",
-    on_tile: Callable[[int], None] | None = None,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    finish: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> Any:
     """Run `forward` ((B, C, *tile) -> (B, K, *tile) float32) over the tiles of (C, *S) `x`.
 
-    Returns (K, *S) float32, written into `out` when given (any array with numpy slicing). Where
-    cores overlap, outputs are averaged with `blend` weights.
+    `x` is an array or a lazy source (`.shape`, `.read(region)`); `prepare` maps each input tile
+    (e.g. normalization), `finish` each output core before it is stored (e.g. argmax labels).
+    Results go into `out`: an array with numpy slicing (numpy, zarr, a streaming writer), or a
+    callable `(channels, dtype) -> array` that creates it once the first core is known; by default
+    a new numpy array. Where cores overlap (`plan.overlap`), outputs are averaged with `blend`
+    weights in memory before `finish`. `on_tile(done, total)` reports progress.
     """
     if blend not in BLENDS:
         raise ValueError(f"blend {blend!r}: expected one of {', '.join(BLENDS)}")
-    padded = pad_image(x, plan, pad_mode)
+    source = x if hasattr(x, "read") else ArraySource(np.asarray(x))
     dims = len(plan.shape)
-    overlapping = any(o > 0 for o in plan.overlap)
-    weights = None
-    if overlapping:
+    blending = any(o > 0 for o in plan.overlap)
+    weights = acc = wsum = None
+    if blending:
         w = [window(blend, c, o) for c, o in zip(plan.core, plan.overlap, strict=True)]
         weights = np.ones((), np.float32)
         for a in range(dims):
             weights = np.multiply.outer(weights, w[a])
         wsum = np.zeros(plan.shape, np.float32)
-    acc = None
-    done = 0
-    batch: list[tuple[int, ...]] = []
-    for start in [*plan.tiles(), None]:
-        if start is not None:
-            batch.append(start)
-            if len(batch) < batch_size:
-                continue
-        if not batch:
-            break
-        tiles = np.stack([padded[(slice(None), *(slice(s, s + t) for s, t in zip(b, plan.tile, strict=True)))]
-                          for b in batch])
-        y = np.asarray(forward(np.ascontiguousarray(tiles, dtype=np.float32)), dtype=np.float32)
-        if acc is None:
-            acc = out if out is not None else np.zeros((y.shape[1], *plan.shape), np.float32)
-            if overlapping and out is not None:
-                acc[...] = 0
+    target = out
+    total, done = len(plan), 0
+    starts = list(plan.tiles())
+    for i in range(0, total, batch_size):
+        batch = starts[i:i + batch_size]
+        tiles = [read_tile(source, b, plan) for b in batch]
+        if prepare is not None:
+            tiles = [prepare(t) for t in tiles]
+        y = np.asarray(forward(np.ascontiguousarray(np.stack(tiles), dtype=np.float32)), dtype=np.float32)
         for b, yb in zip(batch, y, strict=True):
             keep = tuple(min(c, n - s) for s, c, n in zip(b, plan.core, plan.shape, strict=True))
             core = yb[(slice(None), *(slice(h, h + k) for h, k in zip(plan.halo, keep, strict=True)))]
             region = (slice(None), *(slice(s, s + k) for s, k in zip(b, keep, strict=True)))
-            if weights is None:
-                acc[region] = core
-            else:
+            if blending:
+                if acc is None:
+                    acc = np.zeros((core.shape[0], *plan.shape), np.float32)
                 wk = weights[tuple(slice(0, k) for k in keep)]
-                acc[region] = acc[region] + core * wk
+                acc[region] += core * wk
                 wsum[region[1:]] += wk
+                continue
+            result = finish(core) if finish is not None else core
+            if target is None or callable(target):
+                make = target or (lambda k, dtype: np.zeros((k, *plan.shape), dtype))
+                target = make(result.shape[0], result.dtype)
+            target[region] = result
         done += len(batch)
         if on_tile is not None:
-            on_tile(done)
-        batch = []
-    if weights is not None:
-        acc[...] = acc[...] / wsum
-    return acc
+            on_tile(done, total)
+    if blending:
+        result = acc / wsum
+        result = finish(result) if finish is not None else result
+        if target is None or callable(target):
+            make = target or (lambda k, dtype: np.zeros((k, *plan.shape), dtype))
+            target = make(result.shape[0], result.dtype)
+        target[...] = result
+    return target

@@ -7,6 +7,7 @@ package reproduces training-time inputs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,18 +45,45 @@ def center(x: np.ndarray, z_chunk: int) -> np.ndarray:
     return (x - mid.mean(axis=axes, keepdims=True)) / (mid.std(axis=axes, keepdims=True) + EPS)
 
 
-def normalize(x: np.ndarray, settings: Any) -> np.ndarray:
-    """Apply the normalization an entry declares; returns float32."""
+def normalizer(x: np.ndarray, settings: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Statistics from `x` (C, [Z], Y, X) -> a function normalizing any block of the same image the
+    way `normalize` normalizes the whole (tiles of one image share the image's statistics)."""
     x = np.asarray(x, dtype=np.float64)
     kind = settings.kind
+    axes = _spatial_axes(x)
     if kind == "percentile":
-        y = percentile(x, settings.lower, settings.upper, settings.range, settings.clip)
+        lo = np.percentile(x, settings.lower, axis=axes, keepdims=True)
+        hi = np.percentile(x, settings.upper, axis=axes, keepdims=True)
+        div, shift = hi - lo + EPS, lo
     elif kind == "standard":
-        y = standard(x)
+        div, shift = x.std(axis=axes, keepdims=True) + EPS, x.mean(axis=axes, keepdims=True)
     elif kind == "center":
-        y = center(x, settings.z_chunk)
-    elif kind == "none":
-        y = x
+        nz = x.shape[1]
+        start = max(0, nz // 2 - settings.z_chunk // 2)
+        mid = x[:, start : start + settings.z_chunk]
+        div, shift = mid.std(axis=axes, keepdims=True) + EPS, mid.mean(axis=axes, keepdims=True)
+    elif kind in ("foreground", "none"):
+        div = shift = None
     else:  # pragma: no cover - the schema rejects other kinds
         raise ValueError(f"unknown normalization {kind!r}")
-    return y.astype(np.float32)
+
+    def apply(block: np.ndarray) -> np.ndarray:
+        b = np.asarray(block, dtype=np.float64)
+        if kind == "foreground":
+            y = (b > 0).astype(np.float64)
+        elif kind == "none":
+            y = b
+        else:
+            y = (b - shift) / div
+        if kind == "percentile" and settings.clip:
+            y = np.clip(y, 0, 1)
+        if kind in ("percentile", "foreground") and settings.range == "-1,1":
+            y = y * 2.0 - 1.0
+        return y.astype(np.float32)
+
+    return apply
+
+
+def normalize(x: np.ndarray, settings: Any) -> np.ndarray:
+    """Apply the normalization an entry declares; returns float32."""
+    return normalizer(x, settings)(x)
