@@ -145,42 +145,79 @@ def train(
 
 @app.command()
 def predict(
-    source: Annotated[str, typer.Argument(help="A run folder, a checkpoint (.ckpt) or a BioImage.IO package "
-                                               "(.zip, folder or rdf.yaml; ours or anyone's).")],
-    inputs: Annotated[list[str], typer.Argument(help="Images, folders or glob patterns (2D or 3D; TIFF, OME-TIFF, "
+    source: Annotated[str, typer.Argument(help="A run folder, a checkpoint (.ckpt), a BioImage.IO package "
+                                               "(.zip, folder or rdf.yaml; ours or anyone's) or a zoo entry "
+                                               "with pretrained weights.")],
+    inputs: Annotated[list[str], typer.Argument(help="Images, folders or glob patterns (2D-5D; TIFF, OME-TIFF, "
                                                       "PNG, OME-Zarr).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (one OME-TIFF per input).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (one OME-TIFF or OME-Zarr per input scene).")],
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them).")] = False,
     probabilities: Annotated[bool, typer.Option(help="Segmentation: write class probabilities, not labels.")] = False,
     overlap: Annotated[float, typer.Option(
         min=0.0, max=0.9, help="Extra blended overlap between tiles, as a fraction of a tile (tiles already "
         "overlap by the network's receptive field, which makes tiling exact; this only matters for "
         "networks whose field was capped).")] = 0.0,
-    channels: Annotated[str | None, typer.Option(help="Input channel indices, e.g. 0 or 0,2.")] = None,
+    channels: Annotated[str | None, typer.Option(help="Input channels by index or name, e.g. 0 or 0,2 or dna.")] = None,
+    t: Annotated[str | None, typer.Option("--t", help="Time points START:STOP (or one, e.g. 3); default all.")] = None,
+    z: Annotated[str | None, typer.Option("--z", help="Z planes START:STOP (or one); default all.")] = None,
+    scene: Annotated[str | None, typer.Option(help="Scenes by index or id, comma-separated; default all "
+                                                   "(one output per scene).")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="auto (OME-Zarr above 2 GiB of output, else "
+                                                                "OME-TIFF), ome-tiff or ome-zarr.")] = "auto",
+    tta: Annotated[bool, typer.Option(help="Test-time augmentation: average over flips of the space axes.")] = False,
+    threshold: Annotated[float | None, typer.Option(help="Segmentation: foreground where its probability >= "
+                                                         "this; regression: a 0/1 mask of output >= this.")] = None,
     trust_code: Annotated[bool, typer.Option(help="Packages: allow pytorch_state_dict weights, which run the "
                                                   "package's own Python code.")] = False,
     weights: Annotated[str | None, typer.Option(help="Packages: weight format to use (torchscript, onnx, "
                                                      "pytorch_state_dict); default: the first that passes "
                                                      "the package's own test.")] = None,
 ) -> None:
-    """Predict images with a trained run or a BioImage.IO package; outputs keep the inputs' pixel sizes."""
+    """Predict images (2D-5D: scenes, time points, channels, z) with a run, a BioImage.IO package or a
+    zoo entry with weights; outputs keep the inputs' pixel sizes, channel names and time steps."""
     from ..errors import DataError
-    from ..predict.engine import predict_files
+    from ..predict.engine import Options, predict_files
+    from ..predict.files import Selection
 
-    try:
-        chans = [int(c) for c in channels.split(",")] if channels else None
-    except ValueError:
-        raise DataError(f"--channels {channels!r}: expected comma-separated indices such as 0,1") from None
+    chans = [int(c) if c.strip().isdigit() else c.strip() for c in channels.split(",")] if channels else None
+    selection = Selection(channels=chans, t=_range_option("--t", t), z=_range_option("--z", z),
+                          scenes=[int(s) if s.isdigit() else s for s in scene.split(",")] if scene else None,
+                          format=output_format)
+    if output_format not in ("auto", "ome-tiff", "ome-zarr"):
+        raise DataError(f"--format {output_format!r}: choose auto, ome-tiff or ome-zarr")
+    options = Options(probabilities=probabilities, overlap=overlap, tta=tta, threshold=threshold)
     console = _console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def report(p) -> None:
-        state = "[yellow]skipped (exists)[/yellow]" if p.skipped else "[green]wrote[/green]"
-        console.print(f"{state} {p.output}  <-  {p.input}", highlight=False, soft_wrap=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        tiles = progress.add_task("tiles", total=None)
 
-    done = predict_files(source, inputs, out, overwrite, probabilities, overlap, chans, on_file=report,
-                         trust_code=trust_code, weight_format=weights)
+        def report(p) -> None:
+            state = "[yellow]skipped (exists)[/yellow]" if p.skipped else "[green]wrote[/green]"
+            console.print(f"{state} {p.output}  <-  {p.input}", highlight=False, soft_wrap=True)
+
+        def tile(done: int, total: int) -> None:
+            progress.update(tiles, completed=done, total=total)
+
+        done = predict_files(source, inputs, out, overwrite, on_file=report, trust_code=trust_code,
+                             weight_format=weights, options=options, selection=selection, on_tile=tile)
     console.print(f"{sum(not p.skipped for p in done)} predicted, {sum(p.skipped for p in done)} skipped -> {out}",
                   highlight=False)
+
+
+def _range_option(name: str, value: str | None) -> tuple[int, int] | None:
+    from ..errors import DataError
+
+    if value is None:
+        return None
+    try:
+        if ":" in value:
+            a, b = value.split(":", 1)
+            return int(a), int(b)
+        return int(value), int(value) + 1
+    except ValueError:
+        raise DataError(f"{name} {value!r}: expected START:STOP or one index, e.g. 0:5 or 3") from None
 
 
 @app.command()
@@ -192,12 +229,14 @@ def export(
     formats: Annotated[str, typer.Option(help="Weight formats, comma-separated: torchscript, "
                                               "pytorch_state_dict, onnx.")] = "torchscript,pytorch_state_dict",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package at --out.")] = False,
+    direction: Annotated[str | None, typer.Option(help="CycleGAN runs: the direction to export, a2b (the entry's "
+                                                       "inputs to outputs) or b2a; one package each.")] = None,
 ) -> None:
     """Export a trained run as a BioImage.IO model package, tested by bioimageio.core before it is kept."""
     from ..export.package import export_package
 
     result = export_package(source, out, sample=sample, formats=tuple(f.strip() for f in formats.split(",") if f),
-                            overwrite=overwrite)
+                            overwrite=overwrite, direction=direction)
     _console().print(f"[bold green]exported[/bold green] {result.zip_path} ({', '.join(result.formats)}; "
                      f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
 

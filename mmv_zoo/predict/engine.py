@@ -12,18 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..io.read import count_timepoints, image_stem, is_image, read_image, select_channels
-from ..io.write import check_writable, write_ome_tiff
+from ..io.read import image_stem, is_image
+from ..io.write import check_writable
 from ..nets.receptive_field import entry_halo
 from ..transforms.normalize import normalizer
+from .files import Prediction, Selection, predict_file
 from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
-
-
-@dataclass
-class Prediction:
-    input: Path
-    output: Path | None
-    skipped: bool = False
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -176,18 +170,27 @@ class RunPredictor:
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         return self.predict(x)
 
-    def predict(self, x: Any, out: Any = None, stats: np.ndarray | None = None,
-                on_tile: Callable[[int, int], None] | None = None) -> tuple[Any, list[str]]:
-        """(C, [Z], Y, X) array or lazy source -> (postprocessed output, its channel names).
-
-        A framework may post-process itself: a `postprocess(options)` method on the model returning
-        (per-core function, channel names) replaces the task's default (labels or values)."""
+    def _finish(self) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
+        """The per-core postprocessing and output channel names. A framework may post-process itself:
+        a `postprocess(options)` method on the model returning both replaces the task's default."""
         hook = getattr(self.model, "postprocess", None)
         if callable(hook):
-            finish, names = hook(self.options)
-        else:
-            finish, is_labels = finisher(self.entry.mmv.task, len(self.entry.outputs[0].channel_names), self.options)
-            names = ["labels"] if is_labels else list(self.entry.outputs[0].channel_names)
+            return hook(self.options)
+        finish, is_labels = finisher(self.entry.mmv.task, len(self.entry.outputs[0].channel_names), self.options)
+        return finish, (["labels"] if is_labels else list(self.entry.outputs[0].channel_names))
+
+    def output_names(self) -> list[str]:
+        return self._finish()[1]
+
+    @property
+    def out_channels(self) -> int:
+        return len(self.output_names())
+
+    def predict(self, x: Any, out: Any = None, stats: np.ndarray | None = None,
+                on_tile: Callable[[int, int], None] | None = None) -> tuple[Any, list[str]]:
+        """(C, [Z], Y, X) array or lazy source -> (postprocessed output, its channel names); the output
+        goes into `out` (an array, or a callable making one) tile by tile."""
+        finish, names = self._finish()
         y = predict_array(self.model, x, self.entry, options=self.options, finish=finish, out=out, stats=stats,
                           on_tile=on_tile)
         return y, names
@@ -209,6 +212,7 @@ class EntryPredictor:
         self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
         self.options = options or Options(probabilities=probabilities)
+        self.out_channels = len(entry.outputs[0].channel_names)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         y, _ = self.inner(x)
@@ -257,42 +261,29 @@ def predict_files(
     overwrite: bool = False,
     probabilities: bool = False,
     overlap: float = 0.0,
-    channels: list[int] | None = None,
+    channels: list[int | str] | None = None,
     on_file: Callable[[Prediction], None] | None = None,
     trust_code: bool = False,
     weight_format: str | None = None,
     options: Options | None = None,
+    selection: Selection | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> list[Prediction]:
-    """Predict every input image with a trained run (folder or checkpoint) or a BioImage.IO package;
-    one OME-TIFF each in `out`. Time-lapses are predicted frame by frame and written with their T axis.
+    """Predict every input image (every selected scene and time point) with a run, a BioImage.IO
+    package or a zoo entry with weights: one output per input scene in `out`, OME-TIFF or OME-Zarr.
     """
     paths = list(dict.fromkeys(expand_inputs(inputs)))
     _refuse_name_clashes(paths, out)
     check_writable(out)
     options = options or Options(probabilities=probabilities, overlap=overlap)
+    selection = selection or Selection(channels=channels)
     predictor = open_predictor(source, trust_code=trust_code, weight_format=weight_format, options=options)
     results = []
     for path in paths:
-        target = output_path(out, path)
-        if target.exists() and not overwrite:
-            result = Prediction(path, target, skipped=True)
-        else:
-            frames, sizes, names = [], {}, []
-            for t in range(count_timepoints(path)):
-                image = read_image(path, predictor.spatial_dims, t=t)
-                x = select_channels(image, predictor.in_channels, channels)
-                try:
-                    y, names = predictor(x)
-                except RuntimeError as e:  # e.g. out of memory: name the file
-                    raise DataError(f"{path}: prediction failed ({str(e).splitlines()[0][:200]})") from None
-                frames.append(y if y.ndim == 4 else y[:, None])  # (C, Z, Y, X)
-                sizes = predictor.pixel_sizes(image.pixel_sizes)
-            data = frames[0] if len(frames) == 1 else np.stack(frames)
-            write_ome_tiff(target, data, sizes, names)
-            result = Prediction(path, target)
-        results.append(result)
-        if on_file is not None:
-            on_file(result)
+        for result in predict_file(predictor, path, out, selection, overwrite, on_tile):
+            results.append(result)
+            if on_file is not None:
+                on_file(result)
     return results
 
 
@@ -303,7 +294,7 @@ def _refuse_name_clashes(paths: list[Path], out: Path) -> None:
     inputs = {p.resolve() for p in paths}
     for p in paths:
         target = output_path(out, p)
-        if target.resolve() in inputs:
+        if target.resolve() in inputs or target.with_name(f"{image_stem(p)}.ome.zarr").resolve() in inputs:
             raise DataError(f"{p}: the output would replace this input; choose another --out folder")
         if target in seen and seen[target].resolve() != p.resolve():
             clashes.append(f"{seen[target]} and {p} -> {target.name}")

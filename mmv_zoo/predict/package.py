@@ -214,6 +214,7 @@ class PackagePredictor:
             warnings.simplefilter("ignore")
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
         self.plan_rules, self.halo = self._tiling()
+        self.out_channels = len(self.channel_names)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing.

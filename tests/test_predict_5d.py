@@ -1,0 +1,153 @@
+"""`mmv-zoo predict` on 5D images: scenes, time points and channels selected, read lazily, written
+tile by tile to OME-TIFF or OME-Zarr with their metadata; interrupted batches resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from mmv_zoo.errors import DataError
+from mmv_zoo.io.read import read_image
+from mmv_zoo.predict import engine
+from mmv_zoo.predict.engine import Options, predict_files
+from mmv_zoo.predict.files import Selection
+from mmv_zoo.run import load_model
+
+from .test_cli import assert_clean_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def stack_5d(data_3d, tmp_path_factory):
+    """(T=2, C=2, Z=12, Y=40, X=44) OME-TIFF: channel 'noisy' is the denoise input, 'other' is not."""
+    low = sorted((data_3d / "low").iterdir())
+    frames = [tifffile.imread(p) for p in low]
+    data = np.stack([np.stack([f[:, :, :40].astype(np.uint16), (f[:, :, :40] // 3).astype(np.uint16)])
+                     for f in frames])
+    data = np.concatenate([data, data[..., :4]], axis=-1)  # X = 44: not a multiple of the network's step
+    path = tmp_path_factory.mktemp("five") / "timelapse.ome.tiff"
+    tifffile.imwrite(path, data, metadata={"axes": "TCZYX", "Channel": {"Name": ["other", "noisy"]},
+                                           "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 0.5,
+                                           "TimeIncrement": 30.0})
+    return path, data
+
+
+def test_5d_input_by_channel_name_keeps_metadata(run_3d, stack_5d, tmp_path):
+    path, data = stack_5d
+    (res,) = predict_files(run_3d, [path], tmp_path / "out", selection=Selection(channels=["noisy"]))
+    assert res.output.name == "timelapse.ome.tiff" and res.frames == 2
+    from bioio import BioImage
+
+    img = BioImage(res.output)
+    assert img.dims.T == 2 and img.dims.C == 1 and img.dims.Z == 12 and (img.dims.Y, img.dims.X) == (40, 44)
+    assert img.physical_pixel_sizes.X == pytest.approx(0.2) and img.physical_pixel_sizes.Z == pytest.approx(0.5)
+    # each frame equals predicting that frame's channel in memory
+    model = load_model(run_3d)
+    got = img.get_image_data("TCZYX")
+    for t in range(2):
+        want = engine.predict_array(model, data[t, 1:2].astype(np.float32), model.entry)
+        np.testing.assert_allclose(got[t], want, atol=1e-5)
+
+
+def test_ome_zarr_output_streams_the_same_values(run_3d, stack_5d, tmp_path):
+    path, _ = stack_5d
+    sel = Selection(channels=[1], t=(1, 2))
+    (tif,) = predict_files(run_3d, [path], tmp_path / "a", selection=sel)
+    (zarr,) = predict_files(run_3d, [path], tmp_path / "b", selection=Selection(channels=[1], t=(1, 2),
+                                                                                    format="ome-zarr"))
+    assert zarr.output.name == "timelapse.ome.zarr" and zarr.output.is_dir()
+    from bioio import BioImage
+
+    a, b = BioImage(tif.output), BioImage(zarr.output)
+    assert b.dims.T == 1 and b.channel_names == a.channel_names
+    np.testing.assert_array_equal(a.get_image_data("TCZYX"), b.get_image_data("TCZYX"))
+    assert b.physical_pixel_sizes.Y == pytest.approx(0.2)
+
+
+def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path, monkeypatch):
+    """A tile budget far below the frame: many tiles, the same result as one tile (with the halo
+    covering the receptive field; the tiny test patch would cap it in z)."""
+    from mmv_zoo.nets import receptive_field
+
+    model = load_model(run_3d)
+    _, radius = engine.entry_halo(model.entry, model.inference_model())
+    steps = [r.step for r in model.entry.mmv.network.size_rule(3)]
+    full = [receptive_field.halo_from_radius(r, s, 10**6) for r, s in zip(radius, steps, strict=True)]
+    monkeypatch.setattr(engine, "entry_halo", lambda e, n: (full, radius))
+    path, _ = stack_5d
+    sel = Selection(channels=["noisy"], t=(0, 1), format="ome-zarr")
+    (one,) = predict_files(run_3d, [path], tmp_path / "one", selection=sel)
+    tiles = []
+    (many,) = predict_files(run_3d, [path], tmp_path / "many", selection=sel,
+                            options=Options(budget=16 * 40 * 40), on_tile=lambda d, n: tiles.append(n))
+    assert tiles and tiles[-1] > 4
+    from bioio import BioImage
+
+    np.testing.assert_allclose(BioImage(many.output).get_image_data("TCZYX"),
+                               BioImage(one.output).get_image_data("TCZYX"), atol=1e-5)
+
+
+def test_interrupted_batch_leaves_no_partial_and_resumes(run_3d, stack_5d, tmp_path, monkeypatch):
+    path, data = stack_5d
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a", "b"):
+        tifffile.imwrite(inputs / f"{name}.tif", data[0, 1])
+    real = engine.predict_array
+    calls = {"n": 0}
+
+    def dies_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "predict_array", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(run_3d, [inputs], tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.ome.tiff"]  # no partial of b
+    monkeypatch.setattr(engine, "predict_array", real)
+    results = predict_files(run_3d, [inputs], tmp_path / "out")
+    assert [r.skipped for r in results] == [True, False]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.ome.tiff", "b.ome.tiff"]
+
+
+def test_tta_and_threshold(run_2d, data_2d, tmp_path):
+    image = sorted((data_2d / "images").iterdir())[0]
+    (plain,) = predict_files(run_2d, [image], tmp_path / "p", options=Options(probabilities=True))
+    (tta,) = predict_files(run_2d, [image], tmp_path / "t", options=Options(probabilities=True, tta=True))
+    (mask,) = predict_files(run_2d, [image], tmp_path / "m", options=Options(threshold=0.5))
+    p, q, m = (read_image(r.output, 2).data for r in (plain, tta, mask))
+    assert p.shape == q.shape == (2, 96, 96) and not np.allclose(p, q)
+    np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-5)
+    assert m.dtype == np.uint8 and m.shape == (1, 96, 96)
+    np.testing.assert_array_equal(m[0], (p[1] >= 0.5).astype(np.uint8))
+
+
+def test_bad_selections_are_one_line_errors(run_3d, run_2d, stack_5d, tmp_path, capsys):
+    path, _ = stack_5d
+    code, _, err = run_cli(["predict", str(run_3d), str(path), "--out", str(tmp_path / "o"), "--channels", "dapi"],
+                           capsys)
+    assert_clean_error(code, err, "timelapse.ome.tiff", "dapi", "'noisy'")
+    code, _, err = run_cli(["predict", str(run_3d), str(path), "--out", str(tmp_path / "o")], capsys)
+    assert_clean_error(code, err, "2 channel(s)", "--channels")
+    code, _, err = run_cli(["predict", str(run_3d), str(path), "--out", str(tmp_path / "o"), "--channels", "1",
+                            "--t", "1:5"], capsys)
+    assert_clean_error(code, err, "--t 1:5", "2 t position(s)")
+    code, _, err = run_cli(["predict", str(run_2d), str(path), "--out", str(tmp_path / "o"), "--channels", "1"],
+                           capsys)
+    assert_clean_error(code, err, "is 3D", "--z")
+    assert not (tmp_path / "o").exists()
+    # one plane of the stack through the 2D model
+    code, out, _ = run_cli(["predict", str(run_2d), str(path), "--out", str(tmp_path / "o"), "--channels", "1",
+                            "--z", "5", "--t", "0"], capsys)
+    assert code == 0 and read_image(tmp_path / "o" / "timelapse.ome.tiff", 2).data.shape == (1, 40, 44)
+
+
+def test_nan_input_is_refused(run_2d, tmp_path):
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    img[3, 4] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", img)
+    with pytest.raises(DataError, match="nan.tif.*NaN"):
+        predict_files(run_2d, [tmp_path / "nan.tif"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
