@@ -40,7 +40,7 @@ def test_5d_input_by_channel_name_keeps_metadata(run_3d, stack_5d, tmp_path):
 
     img = BioImage(res.output)
     assert img.dims.T == 2 and img.dims.C == 1 and img.dims.Z == 12 and (img.dims.Y, img.dims.X) == (40, 44)
-    assert img.physical_pixel_sizes.X == pytest.approx(0.2) and img.physical_pixel_sizes.Z == pytest.approx(0.5)
+    assert pytest.approx(0.2) == img.physical_pixel_sizes.X and pytest.approx(0.5) == img.physical_pixel_sizes.Z
     # each frame equals predicting that frame's channel in memory
     model = load_model(run_3d)
     got = img.get_image_data("TCZYX")
@@ -61,7 +61,7 @@ def test_ome_zarr_output_streams_the_same_values(run_3d, stack_5d, tmp_path):
     a, b = BioImage(tif.output), BioImage(zarr.output)
     assert b.dims.T == 1 and b.channel_names == a.channel_names
     np.testing.assert_array_equal(a.get_image_data("TCZYX"), b.get_image_data("TCZYX"))
-    assert b.physical_pixel_sizes.Y == pytest.approx(0.2)
+    assert pytest.approx(0.2) == b.physical_pixel_sizes.Y
 
 
 def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path, monkeypatch):
