@@ -151,3 +151,26 @@ def test_nan_input_is_refused(run_2d, tmp_path):
     with pytest.raises(DataError, match="nan.tif.*NaN"):
         predict_files(run_2d, [tmp_path / "nan.tif"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_two_processes_write_the_same_bytes_as_one(run_2d, data_2d, tmp_path, capsys):
+    """--devices 2 on CPU: Lightning splits the files over two processes; every output file has the
+    bytes a single process writes (OME-Zarr chunks compared file by file)."""
+    images = sorted((data_2d / "images").iterdir())
+    one = predict_files(run_2d, images, tmp_path / "one", selection=Selection(format="ome-zarr"))
+    code, out, err = run_cli(["predict", str(run_2d), *map(str, images), "--out", str(tmp_path / "two"),
+                              "--format", "ome-zarr", "--devices", "2"], capsys)
+    assert code == 0, err
+    assert "3 predicted" in out
+    for r in one:
+        other = tmp_path / "two" / r.output.name
+        files = sorted(p.relative_to(r.output) for p in r.output.rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+        for f in files:
+            if f.name.endswith(".json") or f.name.startswith(".z"):
+                continue  # metadata (identical content, key order may differ)
+            assert (r.output / f).read_bytes() == (other / f).read_bytes(), f
+    # a bad input in one process is one error line from the main process
+    code, _, err = run_cli(["predict", str(run_2d), str(images[0]), str(data_2d / "labels" / images[1].name),
+                            "--out", str(tmp_path / "bad"), "--devices", "2", "--channels", "3"], capsys)
+    assert_clean_error(code, err, "channel")

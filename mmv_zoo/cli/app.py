@@ -172,6 +172,9 @@ def predict(
     weights: Annotated[str | None, typer.Option(help="Packages: weight format to use (torchscript, onnx, "
                                                      "pytorch_state_dict); default: the first that passes "
                                                      "the package's own test.")] = None,
+    devices: Annotated[int, typer.Option(min=1, help="Processes per node (GPUs, or CPU processes) that share "
+                                                     "the files, through Lightning.")] = 1,
+    num_nodes: Annotated[int, typer.Option(min=1, help="Nodes (e.g. under SLURM), through Lightning.")] = 1,
 ) -> None:
     """Predict images (2D-5D: scenes, time points, channels, z) with a run, a BioImage.IO package or a
     zoo entry with weights; outputs keep the inputs' pixel sizes, channel names and time steps."""
@@ -201,7 +204,8 @@ def predict(
             progress.update(tiles, completed=done, total=total)
 
         done = predict_files(source, inputs, out, overwrite, on_file=report, trust_code=trust_code,
-                             weight_format=weights, options=options, selection=selection, on_tile=tile)
+                             weight_format=weights, options=options, selection=selection, on_tile=tile,
+                             devices=devices, num_nodes=num_nodes)
     console.print(f"{sum(not p.skipped for p in done)} predicted, {sum(p.skipped for p in done)} skipped -> {out}",
                   highlight=False)
 

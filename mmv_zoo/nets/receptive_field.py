@@ -52,6 +52,12 @@ def receptive_radius(net: nn.Module, in_channels: int, mins: Sequence[int], step
     and double in length until the measured field ends inside the probe or reaches `limit` (e.g.
     attention over the whole input).
     """
+    with torch.inference_mode(False), torch.enable_grad():  # also when called from a predict loop
+        return _receptive_radius(net, in_channels, mins, steps, limit)
+
+
+def _receptive_radius(net: nn.Module, in_channels: int, mins: Sequence[int], steps: Sequence[int],
+                      limit: int) -> list[int]:
     probe = _probe_copy(net)
     radii = []
     for axis in range(len(mins)):

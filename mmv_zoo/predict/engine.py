@@ -268,15 +268,27 @@ def predict_files(
     options: Options | None = None,
     selection: Selection | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> list[Prediction]:
     """Predict every input image (every selected scene and time point) with a run, a BioImage.IO
     package or a zoo entry with weights: one output per input scene in `out`, OME-TIFF or OME-Zarr.
+    `devices` / `num_nodes` > 1 split the files across processes through Lightning (same outputs).
     """
     paths = list(dict.fromkeys(expand_inputs(inputs)))
     _refuse_name_clashes(paths, out)
     check_writable(out)
     options = options or Options(probabilities=probabilities, overlap=overlap)
     selection = selection or Selection(channels=channels)
+    if devices > 1 or num_nodes > 1:
+        from .distributed import predict_distributed
+
+        results = predict_distributed(source, paths, out, options, selection, overwrite, trust_code, weight_format,
+                                      devices, num_nodes)
+        for result in results:
+            if on_file is not None:
+                on_file(result)
+        return results
     predictor = open_predictor(source, trust_code=trust_code, weight_format=weight_format, options=options)
     results = []
     for path in paths:
