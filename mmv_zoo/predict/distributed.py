@@ -64,9 +64,8 @@ class FilePrediction(pl.LightningModule):
                                         options=a["options"])
 
     def predict_step(self, batch: Any, batch_idx: int) -> None:
-        from .files import predict_file
-
         from ..errors import MmvZooError
+        from .files import predict_file
 
         a = self.args
         for i in batch.tolist():
