@@ -17,6 +17,7 @@ from .errors import EntryError
 from .overrides import apply_overrides
 from .settings import MmvZooSettings
 from .settings.base import Strict
+from .settings.gan import check_gan
 from .settings.messages import format_validation_error
 from .settings.training import REGRESSION_LOSSES, SEGMENTATION_LOSSES
 
@@ -216,6 +217,7 @@ class Entry(Strict):
             raise ValueError(
                 f"config.mmv_zoo.loss.class_weights: {len(weights)} values for {self.out_channels} classes"
             )
+        check_gan(self)
         return self
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 FRAMEWORKS: dict[str, str] = {
     "fcn": "mmv_zoo.frameworks.fcn:FCN",
+    "pix2pix": "mmv_zoo.frameworks.pix2pix:Pix2Pix",
+    "cyclegan": "mmv_zoo.frameworks.cyclegan:CycleGAN",
 }
 
 ENTRY_POINT_GROUPS = {"frameworks": "mmv_zoo.frameworks"}

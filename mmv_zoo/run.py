@@ -60,8 +60,12 @@ def find_checkpoint(source: str | Path) -> Path:
     return open_run(p).best_checkpoint
 
 
-def load_model(source: str | Path) -> Any:
-    """The trained LightningModule (eval mode, CPU) from a run folder or a .ckpt file."""
+def load_model(source: str | Path, direction: str | None = None) -> Any:
+    """The trained LightningModule (eval mode, CPU) from a run folder or a .ckpt file.
+
+    `direction` (a2b or b2a) picks one direction of a model that has several (a CycleGAN): the result
+    then has that direction's `entry` and `inference_model()`. Other models refuse a direction.
+    """
     import torch
 
     from .entry import EntryError, validate_entry_data
@@ -86,4 +90,13 @@ def load_model(source: str | Path) -> Any:
     cls = framework_class(entry.mmv.framework)
     model = cls(entry_dict, slug=ckpt["hyper_parameters"].get("slug"))
     model.load_state_dict(state, strict=True)
-    return model.eval()
+    model.eval()
+    if direction is None:
+        return model
+    if not hasattr(model, "for_direction"):
+        raise RunError(f"{source}: a direction ({direction}) is for CycleGAN runs; this run's framework "
+                       f"{entry.mmv.framework} translates one way only")
+    try:
+        return model.for_direction(direction).eval()
+    except ValueError as e:
+        raise RunError(f"{source}: {e}") from None

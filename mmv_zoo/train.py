@@ -45,7 +45,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from .data.module import PairedDataModule
+    from .data.module import data_module
     from .registry import framework_class
 
     t0 = time.time()
@@ -55,10 +55,10 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         raise EntryError(f"{entry.source}: config.mmv_zoo.training.devices: {t.devices!r}; multi-device "
                          "training is not available yet, use 1")
     check_writable(out)
-    datamodule = PairedDataModule(entry, Path(data))
+    datamodule = data_module(entry, Path(data))
     datamodule.prepare()  # every file read and checked before the run folder exists
     pl.seed_everything(t.seed, workers=True, verbose=False)
-    model = framework_class(mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
+    model = framework_class(mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)  # checks init_from too
 
     folder = new_run_folder(out, entry.slug)
     monitor = t.checkpoint_monitor
@@ -93,7 +93,8 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
 
     metrics = folder / "metrics.csv"
     shutil.copyfile(folder / "logs" / "metrics.csv", metrics)
-    metric_name = "val foreground Dice" if mmv.task == "segmentation" else "val Pearson r"
+    metric_name = getattr(model, "metric_name", None) or (
+        "val foreground Dice" if mmv.task == "segmentation" else "val Pearson r")
     plot = plot_metrics(metrics, folder / "loss_curve.png", metric_name)
     last = folder / CHECKPOINTS / "last.ckpt"
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last  # no validation ran
@@ -103,8 +104,8 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         "status": "complete",
         "entry_source": str(entry.source) if entry.source else None,
         "data": str(Path(data).resolve()),
-        "train_files": [p.name for p in datamodule.train_pairs],
-        "val_files": [p.name for p in datamodule.val_pairs],
+        "train_files": datamodule.train_files,
+        "val_files": datamodule.val_files,
         "best_checkpoint": str(best.relative_to(folder)),
         "last_checkpoint": str(last.relative_to(folder)),
         "monitor": monitor,
@@ -140,7 +141,8 @@ def _versions() -> dict[str, str]:
 
 
 def plot_metrics(metrics_csv: Path, png: Path, metric_name: str = "val_metric") -> Path | None:
-    """Loss curves (train and validation) and the validation metric per epoch."""
+    """Loss curves (train and validation; a GAN's generator and discriminator losses) and the
+    validation metric per epoch."""
     import csv
 
     import matplotlib
@@ -151,14 +153,34 @@ def plot_metrics(metrics_csv: Path, png: Path, metric_name: str = "val_metric") 
     series: dict[str, list[tuple[float, float]]] = {}
     with metrics_csv.open() as f:
         for row in csv.DictReader(f):
-            for key in ("train_loss", "val_loss", "val_metric"):
+            for key in ("train_loss", "train_loss_g", "train_loss_d", "val_loss", "val_metric"):
                 if row.get(key):
                     series.setdefault(key, []).append((float(row["epoch"]), float(row[key])))
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    if "train_loss_d" in series:  # a GAN: generator, discriminator and validation on panels of their own
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        for ax, key, title in zip(axes[:2], ("train_loss_g", "train_loss_d"), ("generator", "discriminator"),
+                                  strict=True):
+            if key in series:
+                ax.plot(*zip(*series[key], strict=True), marker=".", color="tab:blue" if key[-1] == "g" else "tab:red")
+            ax.set_title(f"{title} ({key})", fontsize=10)
+            ax.set_xlabel("epoch")
+        _loss_and_metric(axes[2], series, ("val_loss",), metric_name)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _loss_and_metric(ax, series, ("train_loss", "val_loss"), metric_name)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def _loss_and_metric(ax: Any, series: dict[str, list[tuple[float, float]]], keys: tuple[str, ...],
+                     metric_name: str) -> None:
+    """Loss curves on `ax`, the validation metric on a twin axis, one legend."""
     lines = []
-    for key in ("train_loss", "val_loss"):
+    for key in keys:
         if key in series:
             lines += ax.plot(*zip(*series[key], strict=True), label=key, marker=".")
     ax.set_xlabel("epoch")
@@ -169,7 +191,3 @@ def plot_metrics(metrics_csv: Path, png: Path, metric_name: str = "val_metric") 
                           marker=".")
         ax2.set_ylabel(metric_name)
     ax.legend(lines, [line.get_label() for line in lines], loc="center right")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png

@@ -3,8 +3,9 @@
     python scripts/check_zoo_exports.py [--checker PATH] [--entries a,b] [--keep DIR]
 
 For each entry: tiny training data in the entry's layout (crops of the bundled BBBC007 images for
-2D, synthetic smooth/noisy stacks for 3D), a tiny training run (few steps, small network), an
-export with all three weight formats (torchscript, onnx, pytorch_state_dict), then the checker
+2D, synthetic smooth/noisy stacks for 3D), a tiny training run (few steps, small network, small
+discriminator for the GAN frameworks), an export with all three weight formats (torchscript, onnx,
+pytorch_state_dict; a CycleGAN run: one package per direction), then the checker
 (`../shared/tools/check_bioimageio_package.sh` by default; `MMV_ZOO_CHECKER` or `--checker`
 overrides) with the input image for its tiled-prediction step. The checker runs released
 bioimageio.core in its own environment, without mmv_zoo or MONAI. Exit status 1 if any entry fails.
@@ -13,6 +14,7 @@ bioimageio.core in its own environment, without mmv_zoo or MONAI. Exit status 1 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -27,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "mmv_zoo" / "sample_data" / "bbbc007" / "train"
 DEFAULT_CHECKER = ROOT.parent / "shared" / "tools" / "check_bioimageio_package.sh"
 FORMATS = "torchscript,onnx,pytorch_state_dict"
-TINY = {"fnet": ["network.depth=2", "network.mult_chan=4"], "unet": ["network.channels=[4,8,16]"]}
+TINY = {"fnet": ["network.depth=2", "network.mult_chan=4"], "unet": ["network.channels=[4,8,16]"],
+        "attention_unet": ["network.channels=[4,8,16]"]}
 COMMON = ["training.max_epochs=1", "training.patches_per_image=2", "training.batch_size=2"]
+GAN = ("pix2pix", "cyclegan")
 
 
 def tiny_data(entry, root: Path) -> tuple[Path, np.ndarray]:
@@ -39,14 +43,19 @@ def tiny_data(entry, root: Path) -> tuple[Path, np.ndarray]:
     tgt.mkdir(parents=True)
     if entry.spatial_dims == 2:
         for path in sorted((SAMPLE / "images").glob("*.tif"))[:3]:
-            tifffile.imwrite(src / path.name, tifffile.imread(path)[100:196, 100:196])
+            image = tifffile.imread(path)[100:196, 100:196]
+            if entry.in_channels == 3:  # an RGB input (staining transfer): the crop as grey RGB
+                tifffile.imwrite(src / path.name, np.stack([image] * 3, -1), photometric="rgb")
+            else:
+                tifffile.imwrite(src / path.name, image)
             tifffile.imwrite(tgt / path.name, tifffile.imread(SAMPLE / "labels" / path.name)[100:196, 100:196])
     else:
         from scipy.ndimage import gaussian_filter
 
         rng = np.random.default_rng(0)
         for i in range(2):
-            clean = gaussian_filter(rng.random((16, 48, 48)), 2.0)
+            depth = 24 if entry.mmv.framework in GAN else 16  # GAN patches are 16 deep: a larger halo
+            clean = gaussian_filter(rng.random((depth, 48, 48)), 2.0)
             clean = (clean - clean.min()) / (clean.max() - clean.min()) * 1000 + 100
             noisy = clean + rng.normal(0, 60, clean.shape)
             tifffile.imwrite(src / f"stack{i}.tif", noisy.clip(0, 65535).astype(np.uint16))
@@ -54,13 +63,25 @@ def tiny_data(entry, root: Path) -> tuple[Path, np.ndarray]:
                 tifffile.imwrite(tgt / f"stack{i}.tif", (clean > np.median(clean)).astype(np.uint8))
             else:
                 tifffile.imwrite(tgt / f"stack{i}.tif", clean.astype(np.uint16))
-    first = sorted(src.iterdir())[0]
-    return root, tifffile.imread(first).astype(np.float32)[None, None]
+    return root, first_image(src)
+
+
+def first_image(folder: Path) -> np.ndarray:
+    """The folder's first image as (1, C, [Z], Y, X) float32 (the checker's tiled-prediction input)."""
+    image = tifffile.imread(sorted(folder.iterdir())[0]).astype(np.float32)
+    return np.moveaxis(image, -1, 0)[None] if image.ndim == 3 and image.shape[-1] == 3 else image[None, None]
 
 
 def overrides(entry) -> list[str]:
-    patch = "[32,32]" if entry.spatial_dims == 2 else "[8,32,32]"
-    return TINY.get(entry.mmv.network.kind, []) + COMMON + [f"data.patch={patch}"]
+    gan = entry.mmv.framework in GAN
+    patch = "[32,32]" if entry.spatial_dims == 2 else "[16,32,32]" if gan else "[8,32,32]"
+    net = list(TINY.get(entry.mmv.network.kind, []))
+    strides = getattr(entry.mmv.network, "strides", None)
+    if net and strides is not None and entry.mmv.network.kind != "fnet":  # as many levels as the tiny channels
+        net.append(f"network.strides={json.dumps(strides[:2])}")
+    if gan:
+        net.append(f"{entry.mmv.framework}.discriminator={{channels: 4, depth: 2}}")
+    return net + COMMON + [f"data.patch={patch}"]
 
 
 def check(name: str, checker: Path, work: Path) -> tuple[bool, str]:
@@ -71,15 +92,25 @@ def check(name: str, checker: Path, work: Path) -> tuple[bool, str]:
     entry = load_entry(name, overrides(load_entry(name)))
     data, image = tiny_data(entry, work / "data")
     run = train(entry, data, work / "runs", progress=False).folder
-    package = export_package(run, work / f"{name}.zip", formats=tuple(FORMATS.split(",")))
-    np.save(work / "input.npy", image)
-    proc = subprocess.run(["bash", str(checker), str(package.zip_path), str(work / "input.npy")],
-                          capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    last = lines[-1] if lines else proc.stderr.strip()[-300:]
-    if proc.returncode != 0:
-        print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
-    return proc.returncode == 0 and "package OK" in last, last
+    targets = [(None, image)]
+    if entry.mmv.framework == "cyclegan":  # one package per direction; b2a takes the target domain's images
+        targets = [("a2b", image), ("b2a", first_image(data / entry.mmv.data.layout.target))]
+    ok, last = True, ""
+    for direction, inp in targets:
+        suffix = f"_{direction}" if direction else ""
+        package = export_package(run, work / f"{name}{suffix}.zip", formats=tuple(FORMATS.split(",")),
+                                 direction=direction)
+        np.save(work / f"input{suffix}.npy", inp)
+        proc = subprocess.run(["bash", str(checker), str(package.zip_path), str(work / f"input{suffix}.npy")],
+                              capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        last = (f"{direction}: " if direction else "") + (lines[-1] if lines else proc.stderr.strip()[-300:])
+        if proc.returncode != 0:
+            print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+        ok = ok and proc.returncode == 0 and "package OK" in last
+        if not ok:
+            break
+    return ok, last
 
 
 def main() -> int:

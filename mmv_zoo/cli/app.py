@@ -172,6 +172,8 @@ def predict(
     weights: Annotated[str | None, typer.Option(help="Packages: weight format to use (torchscript, onnx, "
                                                      "pytorch_state_dict); default: the first that passes "
                                                      "the package's own test.")] = None,
+    direction: Annotated[str | None, typer.Option(help="CycleGAN runs: a2b (the entry's inputs to its outputs; "
+                                                       "default) or b2a.")] = None,
     devices: Annotated[int, typer.Option(min=1, help="Processes per node (GPUs, or CPU processes) that share "
                                                      "the files, through Lightning.")] = 1,
     num_nodes: Annotated[int, typer.Option(min=1, help="Nodes (e.g. under SLURM), through Lightning.")] = 1,
@@ -188,7 +190,8 @@ def predict(
                           format=output_format)
     if output_format not in ("auto", "ome-tiff", "ome-zarr"):
         raise DataError(f"--format {output_format!r}: choose auto, ome-tiff or ome-zarr")
-    options = Options(probabilities=probabilities, overlap=overlap, tta=tta, threshold=threshold)
+    options = Options(probabilities=probabilities, overlap=overlap, tta=tta, threshold=threshold,
+                      direction=direction)
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

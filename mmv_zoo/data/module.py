@@ -41,6 +41,15 @@ class PairedDataModule(pl.LightningDataModule):
         self.train_set: PatchDataset | None = None
         self.val_set: PatchDataset | None = None
 
+    @property
+    def train_files(self) -> list[str]:
+        """Names of the training pairs (run.json)."""
+        return [p.name for p in self.train_pairs]
+
+    @property
+    def val_files(self) -> list[str]:
+        return [p.name for p in self.val_pairs]
+
     def prepare(self) -> None:
         """Find, read and check every file before training starts (errors name the file)."""
         if self.train_set is not None:
@@ -70,3 +79,12 @@ class PairedDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
         return self._loader(self.val_set, shuffle=False)
+
+
+def data_module(entry: Any, root: Path) -> pl.LightningDataModule:
+    """The data module the entry's layout needs: unpaired folders or pairs."""
+    if entry.mmv.data.layout.layout == "unpaired_folders":
+        from .unpaired import UnpairedDataModule
+
+        return UnpairedDataModule(entry, root)
+    return PairedDataModule(entry, root)

@@ -73,12 +73,14 @@ def export_package(
     sample: Path | None = None,
     formats: tuple[str, ...] = DEFAULT_FORMATS,
     overwrite: bool = False,
+    direction: str | None = None,
 ) -> ExportResult:
     """Export the run folder or checkpoint `source` to the BioImage.IO package `out` (.zip).
 
     `sample` is the image cut into the test tensors and cover (default: the run's first validation
-    image). Raises ExportError (a RunError) and leaves nothing at `out` when anything fails; an
-    existing `out` is only replaced with `overwrite`.
+    image). `direction` (a2b or b2a) exports one direction of a CycleGAN run (one package each; the
+    package's input is that direction's). Raises ExportError (a RunError) and leaves nothing at `out`
+    when anything fails; an existing `out` is only replaced with `overwrite`.
     """
     from ..io.write import check_writable
 
@@ -92,7 +94,7 @@ def export_package(
     try:
         from ..run import load_model
 
-        model = load_model(source)
+        model = load_model(source, direction=direction)
     except ExportError:
         raise
     except RunError as e:

@@ -37,6 +37,11 @@ def preprocessing_steps(norm: Any, space_axes: list[str]) -> tuple[list[Any], li
     elif norm.kind == "center":
         steps.append(v0_5.ZeroMeanUnitVarianceDescr(kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=axes, eps=EPS)))
         notes.append(CENTER_NOTE.format(z_chunk=norm.z_chunk))
+    elif norm.kind == "foreground":  # x > 0 -> 1, else 0 (binarize gives booleans: back to float32)
+        steps.append(v0_5.BinarizeDescr(kwargs=v0_5.BinarizeKwargs(threshold=0.0)))
+        steps.append(v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="float32")))
+        if norm.range == "-1,1":
+            steps.append(v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=2.0, offset=-1.0)))
     elif norm.kind != "none":  # pragma: no cover - the schema rejects other kinds
         raise ValueError(f"unknown normalization {norm.kind!r}")
     return steps, notes

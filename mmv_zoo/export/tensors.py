@@ -27,7 +27,7 @@ def find_sample(entry: Entry, info: dict[str, Any] | None) -> Path:
     data, names = Path(info["data"]), [str(n) for n in info["val_files"]]
     layout = entry.mmv.data.layout
     candidates: list[Path] = []
-    if layout.layout == "paired_folders":
+    if layout.layout in ("paired_folders", "unpaired_folders"):
         for folder in (data / layout.source, data / "val" / layout.source):
             if folder.is_dir():
                 candidates += sorted(p for p in folder.iterdir() if is_image(p))

@@ -71,6 +71,8 @@ class Options:
     budget: int | None = None
     """Voxels per tile (default: tiler.DEFAULT_BUDGET)."""
     batch_size: int = 1
+    direction: str | None = None
+    """CycleGAN runs: a2b (the entry's inputs to its outputs; the default) or b2a."""
 
 
 def flip_average(forward: Callable[[np.ndarray], np.ndarray], dims: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -161,7 +163,8 @@ class RunPredictor:
                  model: Any = None, options: Options | None = None) -> None:
         from ..run import load_model
 
-        self.model = (load_model(source) if model is None else model).to(pick_device())
+        direction = options.direction if options is not None else None
+        self.model = (load_model(source, direction=direction) if model is None else model).to(pick_device())
         self.entry = self.model.entry
         self.spatial_dims = self.entry.spatial_dims
         self.in_channels = self.entry.in_channels
@@ -232,9 +235,15 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
 
     options = options or Options(probabilities=probabilities, overlap=overlap)
     path = Path(source)
+    is_run = not is_package(path) and (looks_like_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()))
+    if options.direction is not None and not is_run:
+        from ..errors import RunError
+
+        raise RunError(f"{source}: --direction {options.direction} is for CycleGAN runs; a package or zoo entry "
+                       "predicts in the one direction it was exported for")
     if is_package(path):
         return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format)
-    if looks_like_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()):
+    if is_run:
         return RunPredictor(source, options=options)  # says what a run folder lacks
     try:
         entry = load_entry(source)

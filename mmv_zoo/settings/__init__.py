@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
 from .data import DataSettings
+from .gan import CycleGANSettings, Pix2PixSettings, fill_gan_defaults
 from .networks import NetworkSettings
 from .training import LossSettings, TrainingSettings
 
@@ -55,8 +56,9 @@ class MmvZooSettings(Strict):
     """What BioImage.IO has no field for: how the entry is trained and run."""
 
     framework: str
-    """Training framework: `fcn` (supervised image-to-image), or one a plugin registers under the
-    `mmv_zoo.frameworks` entry-point group."""
+    """Training framework: `fcn` (supervised image-to-image), `pix2pix` (paired, adversarial),
+    `cyclegan` (unpaired, adversarial), or one a plugin registers under the `mmv_zoo.frameworks`
+    entry-point group."""
     task: Literal["segmentation", "regression"]
     """`segmentation`: per-pixel classes (outputs are class probabilities); `regression`: intensities."""
     network: NetworkSettings
@@ -65,6 +67,15 @@ class MmvZooSettings(Strict):
     training: TrainingSettings = TrainingSettings()
     pretrained: PretrainedSettings | None = None
     """Pretrained weights, so `mmv-zoo predict ENTRY IMAGE` works without training."""
+    pix2pix: Pix2PixSettings | None = None
+    """Framework pix2pix only: discriminator, adversarial loss, loss weights, `init_from`."""
+    cyclegan: CycleGANSettings | None = None
+    """Framework cyclegan only: discriminators, adversarial loss, cycle and identity weights, image pool."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gan_block(cls, data: Any) -> Any:
+        return fill_gan_defaults(data)
 
     @field_validator("framework")
     @classmethod

@@ -34,7 +34,18 @@ class CsvLayout(Strict):
     """Optional column whose values `train` / `val` pre-split the rows."""
 
 
-DataLayout = Annotated[PairedFolders | CsvLayout, Field(discriminator="layout")]
+class UnpairedFolders(Strict):
+    """Two unrelated folders, one image domain each (CycleGAN): file names, counts and sizes need not
+    match, and a training sample takes a random patch of a random image from each, independently."""
+
+    layout: Literal["unpaired_folders"]
+    source: str = "source"
+    """Folder (relative to --data) with images of the input domain (A, `inputs[0]`)."""
+    target: str = "target"
+    """Folder (relative to --data) with images of the output domain (B, `outputs[0]`)."""
+
+
+DataLayout = Annotated[PairedFolders | CsvLayout | UnpairedFolders, Field(discriminator="layout")]
 
 
 class RandomSplit(Strict):
@@ -85,6 +96,17 @@ class CenterNorm(Strict):
     """Number of central Z slices the statistics come from (all slices when the stack is smaller)."""
 
 
+class ForegroundNorm(Strict):
+    """Label masks as images: every value above 0 becomes 1 (instance labels included), the rest 0.
+
+    For masks given to a GAN as input (synthesis from masks) or as the target domain (unsupervised
+    segmentation); exported as BioImage.IO `binarize` (threshold 0)."""
+
+    kind: Literal["foreground"]
+    range: Literal["0,1", "-1,1"] = "0,1"
+    """Values of background and foreground: `0,1` or `-1,1`."""
+
+
 class NoNorm(Strict):
     """Values as read (converted to float32)."""
 
@@ -92,14 +114,15 @@ class NoNorm(Strict):
 
 
 Normalization = Annotated[
-    PercentileNorm | StandardNorm | CenterNorm | NoNorm, Field(discriminator="kind")
+    PercentileNorm | StandardNorm | CenterNorm | ForegroundNorm | NoNorm, Field(discriminator="kind")
 ]
 
 
 class NormalizationSettings(Strict):
     source: Normalization = PercentileNorm(kind="percentile")
     target: Normalization = NoNorm(kind="none")
-    """Regression targets are normalized too (segmentation targets never are)."""
+    """Regression targets are normalized too (segmentation targets never are); for CycleGAN, the
+    output domain's images."""
 
 
 class AugmentSettings(Strict):

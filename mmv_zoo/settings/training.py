@@ -117,7 +117,8 @@ class TrainingSettings(Strict):
 
     max_epochs: int = Field(default=50, ge=1)
     max_steps: int = Field(default=-1, ge=-1)
-    """Stop after this many optimizer steps (-1: no limit)."""
+    """Stop after this many optimizer steps (-1: no limit); GAN frameworks take two per batch
+    (discriminator and generator)."""
     batch_size: int = Field(default=8, ge=1)
     patches_per_image: int = Field(default=8, ge=1)
     """Random patches drawn from each training image per epoch."""
