@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 
 from ..errors import DataError
+from .base import PatchDataModule
 from .dataset import LoadedPair, PatchDataset, load_pair
 from .pairs import Pair, split_pairs
 
@@ -29,7 +29,7 @@ def load_all(pairs: list[Pair], entry: Any) -> list[LoadedPair]:
     return loaded
 
 
-class PairedDataModule(pl.LightningDataModule):
+class PairedDataModule(PatchDataModule):
     """Training patches drawn anew each epoch; validation patches fixed for the whole run."""
 
     def __init__(self, entry: Any, root: Path) -> None:
@@ -61,24 +61,6 @@ class PairedDataModule(pl.LightningDataModule):
         self.train_set = PatchDataset(train, data.patch, training.patches_per_image, data.augment, training.seed)
         self.val_set = PatchDataset(val, data.patch, max(2, training.patches_per_image // 2), None,
                                     training.seed + 1)
-
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
-
-    def _loader(self, dataset: PatchDataset, shuffle: bool) -> DataLoader:
-        t = self.entry.mmv.training
-        return DataLoader(dataset, batch_size=t.batch_size, shuffle=shuffle, num_workers=t.num_workers,
-                          persistent_workers=t.num_workers > 0, drop_last=False)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        if self.trainer is not None:
-            self.train_set.set_epoch(self.trainer.current_epoch)
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None
-        return self._loader(self.val_set, shuffle=False)
 
 
 def data_module(entry: Any, root: Path) -> pl.LightningDataModule:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..io.read import image_stem, is_image, read_image
 from ..transforms.normalize import normalize
+from .base import PatchDataModule
 from .dataset import augment, pad_to
 
 
@@ -130,7 +130,7 @@ class UnpairedPatchDataset(Dataset):
         return self._patch(self.a[ia], rng_a), self._patch(self.b[ib], rng_b)
 
 
-class UnpairedDataModule(pl.LightningDataModule):
+class UnpairedDataModule(PatchDataModule):
     """Both domains read and checked once; training patches drawn anew each epoch, validation fixed."""
 
     def __init__(self, entry: Any, root: Path) -> None:
@@ -166,21 +166,3 @@ class UnpairedDataModule(pl.LightningDataModule):
                                               training.seed)
         self.val_set = UnpairedPatchDataset(a[na:], b[nb:], data.patch, max(2, training.patches_per_image // 2), None,
                                             training.seed + 1)
-
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
-
-    def _loader(self, dataset: UnpairedPatchDataset, shuffle: bool) -> DataLoader:
-        t = self.entry.mmv.training
-        return DataLoader(dataset, batch_size=t.batch_size, shuffle=shuffle, num_workers=t.num_workers,
-                          persistent_workers=t.num_workers > 0, drop_last=False)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        if self.trainer is not None:
-            self.train_set.set_epoch(self.trainer.current_epoch)
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None
-        return self._loader(self.val_set, shuffle=False)
