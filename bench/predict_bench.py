@@ -92,13 +92,13 @@ def flops_per_voxel(net: Any, shape: tuple[int, ...]) -> float:
     return counter.get_total_flops() / x.numel()
 
 
-def forward_time(net: Any, shape: tuple[int, ...], repeat: int) -> float:
+def forward_time(net: Any, shape: tuple[int, ...], repeat: int, warmup: int = 1) -> float:
     """Median seconds of one eager forward pass (inference mode) on a 1x1x`shape` input."""
     import torch
 
     x = torch.randn(1, 1, *shape)
     with torch.inference_mode():
-        return median_time(lambda: net(x), repeat)
+        return median_time(lambda: net(x), repeat, warmup)
 
 
 def write_image(path: Path, data: Any) -> Path:
@@ -133,9 +133,12 @@ class Counted:
 
 
 def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shape: tuple[int, ...], fpv: float,
-                rates: dict[tuple[int, ...], float], best: tuple[int, ...], peak: float, ckpt: Path,
-                work: Path) -> None:
-    """Floor, MONAI, predict_array and predict_files on one 1xZxYxX volume; prints one block."""
+                shapes: list[tuple[int, ...]], ckpt: Path, work: Path) -> None:
+    """Floor, MONAI, predict_array and predict_files on one 1xZxYxX volume; prints one block.
+
+    The matmul peak and the network's throughput on each of `shapes` (inputs within the budget) are
+    measured in the same rounds as the methods, so that a change of the machine's load between
+    blocks does not skew the ratios."""
     import math
 
     import numpy as np
@@ -173,13 +176,25 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
     methods = {"MONAI sliding window 25% gaussian": monai, "mmv_zoo predict_array": ours_array,
                f"mmv_zoo predict_files {suffix[1:]}->ome.zarr": ours_files}
     times: dict[str, list[float]] = {k: [] for k in methods}
+    peaks: list[float] = []
+    per_shape: dict[tuple[int, ...], list[float]] = {s: [] for s in shapes}
+    load_before = fmt_load()
     for _ in range(args.runs):  # interleaved, so that a burst of load hits every method alike
+        peaks.append(matmul_peak(3))
+        for s in shapes:
+            per_shape[s].append(math.prod(s) / forward_time(net, s, 1, warmup=0))
         for name, fn in methods.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+    peak = statistics.median(peaks)
+    rates = {s: statistics.median(r) for s, r in per_shape.items()}
+    best = max(rates, key=rates.__getitem__)
     floor = voxels / rates[best]
-    print(f"\nvolume 1x{fmt_shape(shape)} ({voxels / 1e6:.1f} M voxels), load {fmt_load()}")
+    print(f"\nvolume 1x{fmt_shape(shape)} ({voxels / 1e6:.1f} M voxels), load {load_before} before, {fmt_load()} after")
+    print(f"  float32 matmul peak (torch.mm 4096^2) {peak:.1f} GFLOP/s; network throughput (eager, batch 1): "
+          + ", ".join(f"{fmt_shape(s)} {r / 1e6:.3f} Mvox/s" for s, r in rates.items())
+          + f"; the floor uses the best, {fmt_shape(best)}")
     print(f"  our tile {fmt_shape(plan.tile)} (core {fmt_shape(plan.core)}, halo {fmt_shape(plan.halo)}): "
           f"{len(plan)} tiles, work {plan.work:.2f} voxels processed per image voxel")
     print(f"  MONAI roi {fmt_shape(roi)}: {counter.windows // args.runs} windows, work "
@@ -258,7 +273,7 @@ def speedups(net: Any, shape: tuple[int, ...], repeat: int, compile_: bool, fpv:
             results[name].append((time.perf_counter() - t0) / inputs[variants[name][1]].shape[0])
     base = statistics.median(results["eager, inference_mode (the engine today)"])
     lines = [f"\nnetwork speed-ups on one 1x1x{fmt_shape(shape)} tile ({repeat} interleaved rounds, medians), "
-             f"load {fmt_load()}",
+             f"load {fmt_load()}, matmul peak measured just before {peak:.1f} GFLOP/s",
              f"  {'variant':<46} {'s/tile':>7} {'speed-up':>8} {'GFLOP/s':>8} {'% peak':>7} {'max rel err':>11}"]
     for name in variants:
         if name not in results:
@@ -346,8 +361,9 @@ def main() -> None:
     ap.add_argument("--large", type=shape_arg, default=None,
                     help="second volume Z,Y,X (default 64,512,512; --quick 32,256,512; the issue's is 64,1024,1024)")
     ap.add_argument("--budget", type=int, default=None, help="voxels per tile (default: the engine's, 64*256*256)")
-    ap.add_argument("--repeat", type=int, default=None, help="rounds of the network timings (default 3, --quick 2)")
-    ap.add_argument("--runs", type=int, default=1, help="runs of each whole-volume method (default 1)")
+    ap.add_argument("--repeat", type=int, default=None, help="rounds of the speed-up table (default 3, --quick 2)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="rounds of each volume's timings (floor, MONAI, ours; default 1, medians if more)")
     ap.add_argument("--speed-shape", type=shape_arg, default=(32, 192, 192), help="tile Z,Y,X of the speed-up table")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first call takes a minute)")
     ap.add_argument("--memory-network", choices=sorted(NETWORKS), default="tiny")
@@ -374,8 +390,6 @@ def main() -> None:
     compile_ = not (args.no_compile or args.quick)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load average {fmt_load()} (1/5/15 min)")
-    peak = matmul_peak(args.repeat)
-    print(f"float32 matmul peak (torch.mm 4096^2, median): {peak:.1f} GFLOP/s")
 
     entry, model = load(args.network, args.set)
     net = model.inference_model().eval()
@@ -400,15 +414,13 @@ def main() -> None:
             shapes = {p.tile for p in args.plans.values()}
             shapes |= {v for v in volumes if all(r.fit(n) == n for r, n in zip(rules, v, strict=True))
                        and v[0] * v[1] * v[2] <= args.budget}
-            rates = {s: s[0] * s[1] * s[2] / forward_time(net, s, args.repeat) for s in sorted(shapes)}
-            best = max(rates, key=rates.get)
-            print(f"throughput (1 input, median of {args.repeat}): "
-                  + ", ".join(f"{fmt_shape(s)} {r / 1e6:.3f} Mvox/s" for s, r in rates.items())
-                  + f"; floor uses the best, {fmt_shape(best)}")
+            for s in shapes:  # first calls (oneDNN primitives for a new shape) outside the timings
+                forward_time(net, s, 1, warmup=0)
             ckpt = save_checkpoint(model, work / "bench.ckpt")
             for v in volumes:
-                volume_rows(args, entry, model, net, v, fpv, rates, best, peak, ckpt, work)
+                volume_rows(args, entry, model, net, v, fpv, sorted(shapes), ckpt, work)
         if "speedups" not in args.skip:
+            peak = matmul_peak(args.repeat)
             print(speedups(net, args.speed_shape, args.repeat, compile_, fpv, peak))
         if "memory" not in args.skip:
             memory_rows(args, work)
