@@ -112,6 +112,30 @@ def finisher(task: str, n_names: int, options: Options) -> tuple[Callable[[np.nd
     return (lambda y: y.astype(np.float32)), False
 
 
+def cpu_inference(net: Any, spatial_dims: int) -> tuple[Any, Any]:
+    """(network, input memory format) for fast CPU inference: each convolution folded with the batch
+    norm after it (torch.fx) and activations in channels-last order, which oneDNN's convolutions
+    prefer (fnet 3D on 2 AVX2 cores: 1.5x; outputs equal to 2e-6 relative). `net` is not modified;
+    a network fx cannot trace is only made channels-last; on a GPU it runs as it is."""
+    import copy
+
+    import torch
+
+    if next(net.parameters()).device.type != "cpu":
+        return net, torch.contiguous_format
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        fast = fuse(net)  # a folded copy (eval mode)
+    except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow): unfolded
+        fast = copy.deepcopy(net)
+    fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    try:
+        return fast.to(memory_format=fmt), fmt
+    except RuntimeError:  # parameters of another rank (a 2D convolution in a 3D network)
+        return fast, torch.contiguous_format
+
+
 def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_size: int = 1,
                   budget: int | None = None, blend: str = "cosine", options: Options | None = None,
                   finish: Callable[[np.ndarray], np.ndarray] | None = None, out: Any = None,
@@ -133,10 +157,12 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     shape = tuple(x.shape[1:])
     plan = plan_tiles(shape, rules, halo, opts.budget or DEFAULT_BUDGET[entry.spatial_dims], opts.overlap)
+    net, fmt = cpu_inference(net, entry.spatial_dims)
 
     def forward(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return net(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+            tiles = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
+            return net(tiles).float().contiguous().cpu().numpy()
 
     run = flip_average(forward, entry.spatial_dims) if opts.tta else forward
     return predict_tiled(run, x, plan, out=out, batch_size=opts.batch_size, blend=opts.blend, prepare=prepare,
