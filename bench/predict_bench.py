@@ -92,13 +92,27 @@ def flops_per_voxel(net: Any, shape: tuple[int, ...]) -> float:
     return counter.get_total_flops() / x.numel()
 
 
-def forward_time(net: Any, shape: tuple[int, ...], repeat: int, warmup: int = 1) -> float:
-    """Median seconds of one eager forward pass (inference mode) on a 1x1x`shape` input."""
+def forward_time(net: Any, shape: tuple[int, ...], repeat: int, warmup: int = 1, fmt: Any = None) -> float:
+    """Median seconds of one forward pass (inference mode) on a 1x1x`shape` input in memory format `fmt`."""
     import torch
 
-    x = torch.randn(1, 1, *shape)
+    x = torch.randn(1, 1, *shape).contiguous(memory_format=fmt or torch.contiguous_format)
     with torch.inference_mode():
         return median_time(lambda: net(x), repeat, warmup)
+
+
+def engine_forms(net: Any) -> dict[str, tuple[Any, Any]]:
+    """{label: (network, input memory format)}: eager, and the form predict_array runs (when the engine
+    has `cpu_inference`, the folded channels-last copy)."""
+    import torch
+
+    forms = {"eager": (net, torch.contiguous_format)}
+    try:
+        from mmv_zoo.predict.engine import cpu_inference
+    except ImportError:
+        return forms
+    forms["engine's cpu_inference"] = cpu_inference(net, 3)
+    return forms
 
 
 def write_image(path: Path, data: Any) -> Path:
@@ -136,9 +150,10 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
                 shapes: list[tuple[int, ...]], ckpt: Path, work: Path) -> None:
     """Floor, MONAI, predict_array and predict_files on one 1xZxYxX volume; prints one block.
 
-    The matmul peak and the network's throughput on each of `shapes` (inputs within the budget) are
-    measured in the same rounds as the methods, so that a change of the machine's load between
-    blocks does not skew the ratios."""
+    The matmul peak and the network's throughput on each of `shapes` (inputs within the budget), in
+    each of its forms (eager, and as the engine runs it), are measured in the same rounds as the
+    methods, so that a change of the machine's load between blocks does not skew the ratios. The
+    floor is the best of them; MONAI runs the eager network, as a MONAI user would."""
     import math
 
     import numpy as np
@@ -177,12 +192,13 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
                f"mmv_zoo predict_files {suffix[1:]}->ome.zarr": ours_files}
     times: dict[str, list[float]] = {k: [] for k in methods}
     peaks: list[float] = []
-    per_shape: dict[tuple[int, ...], list[float]] = {s: [] for s in shapes}
+    forms = args.forms
+    per_shape: dict[tuple[str, tuple[int, ...]], list[float]] = {(f, s): [] for f in forms for s in shapes}
     load_before = fmt_load()
     for _ in range(args.runs):  # interleaved, so that a burst of load hits every method alike
         peaks.append(matmul_peak(3))
-        for s in shapes:
-            per_shape[s].append(math.prod(s) / forward_time(net, s, 1, warmup=0))
+        for f, s in per_shape:
+            per_shape[f, s].append(math.prod(s) / forward_time(forms[f][0], s, 1, warmup=0, fmt=forms[f][1]))
         for name, fn in methods.items():
             t0 = time.perf_counter()
             fn()
@@ -192,23 +208,25 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
     best = max(rates, key=rates.__getitem__)
     floor = voxels / rates[best]
     print(f"\nvolume 1x{fmt_shape(shape)} ({voxels / 1e6:.1f} M voxels), load {load_before} before, {fmt_load()} after")
-    print(f"  float32 matmul peak (torch.mm 4096^2) {peak:.1f} GFLOP/s; network throughput (eager, batch 1): "
-          + ", ".join(f"{fmt_shape(s)} {r / 1e6:.3f} Mvox/s" for s, r in rates.items())
-          + f"; the floor uses the best, {fmt_shape(best)}")
+    print(f"  float32 matmul peak (torch.mm 4096^2) {peak:.1f} GFLOP/s; network throughput, batch 1 (Mvox/s):")
+    for f in forms:
+        print(f"    {f:<24} " + ", ".join(f"{fmt_shape(s)} {rates[f, s] / 1e6:.3f}" for s in shapes))
+    print(f"  the floor uses the best, {best[0]} on {fmt_shape(best[1])}")
     print(f"  our tile {fmt_shape(plan.tile)} (core {fmt_shape(plan.core)}, halo {fmt_shape(plan.halo)}): "
           f"{len(plan)} tiles, work {plan.work:.2f} voxels processed per image voxel")
     print(f"  MONAI roi {fmt_shape(roi)}: {counter.windows // args.runs} windows, work "
           f"{counter.windows // args.runs * math.prod(roi) / voxels:.2f}")
     print(f"  {'method':<44} {'seconds':>8} {'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
-    print(f"  {'floor (voxels / best eager throughput)':<44} {floor:8.1f} {1:6.2f} {fpv * voxels / floor / 1e9:8.1f} "
+    print(f"  {'floor (voxels / best throughput)':<44} {floor:8.1f} {1:6.2f} {fpv * voxels / floor / 1e9:8.1f} "
           f"{100 * fpv * voxels / floor / 1e9 / peak:6.1f}%")
     for name, ts in times.items():
         t = statistics.median(ts)
         gf = fpv * voxels / t / 1e9
         print(f"  {name:<44} {t:8.1f} {t / floor:6.2f} {gf:8.1f} {100 * gf / peak:6.1f}%")
     ours = statistics.median(times["mmv_zoo predict_array"])
-    net_only = len(plan) * math.prod(plan.tile) / rates[plan.tile]
-    print(f"  the network alone on our {len(plan)} tiles: {net_only:.1f} s; predict_array's overhead beyond it "
+    net_only = len(plan) * math.prod(plan.tile) / rates[list(forms)[-1], plan.tile]
+    print(f"  the network alone ({list(forms)[-1]}) on our {len(plan)} tiles: {net_only:.1f} s; "
+          f"predict_array's overhead beyond it "
           f"{100 * (ours / net_only - 1):+.0f}%")
     print(f"  ratio ours/floor {ours / floor:.2f} (target <= 1.3); "
           f"MONAI/floor {statistics.median(times['MONAI sliding window 25% gaussian']) / floor:.2f}")
@@ -233,12 +251,12 @@ def speedups(net: Any, shape: tuple[int, ...], repeat: int, compile_: bool, fpv:
         frozen = torch.jit.freeze(torch.jit.trace(copy.deepcopy(net), x))
         onednn = torch.jit.optimize_for_inference(torch.jit.trace(copy.deepcopy(net), x))
     variants: dict[str, tuple[Any, str]] = {
-        "eager, inference_mode (the engine today)": (net, "x"),
+        "eager, inference_mode": (net, "x"),
         "eager, no_grad": (net, "x"),
         "channels_last_3d": (copy.deepcopy(net).to(memory_format=torch.channels_last_3d), "channels_last"),
         "conv+bn folded (torch.fx fuse)": (folded, "x"),
-        "conv+bn folded + channels_last_3d": (copy.deepcopy(folded).to(memory_format=torch.channels_last_3d),
-                                              "channels_last"),
+        "conv+bn folded + channels_last_3d (engine)": (copy.deepcopy(folded).to(memory_format=torch.channels_last_3d),
+                                                       "channels_last"),
         "torch.jit.trace + freeze": (frozen, "x"),
         "torch.jit.optimize_for_inference (oneDNN)": (onednn, "x"),
         "optimize_for_inference, batch of 2 (per tile)": (onednn, "batch2"),
@@ -271,7 +289,7 @@ def speedups(net: Any, shape: tuple[int, ...], repeat: int, compile_: bool, fpv:
             t0 = time.perf_counter()
             call(name)
             results[name].append((time.perf_counter() - t0) / inputs[variants[name][1]].shape[0])
-    base = statistics.median(results["eager, inference_mode (the engine today)"])
+    base = statistics.median(results["eager, inference_mode"])
     lines = [f"\nnetwork speed-ups on one 1x1x{fmt_shape(shape)} tile ({repeat} interleaved rounds, medians), "
              f"load {fmt_load()}, matmul peak measured just before {peak:.1f} GFLOP/s",
              f"  {'variant':<46} {'s/tile':>7} {'speed-up':>8} {'GFLOP/s':>8} {'% peak':>7} {'max rel err':>11}"]
@@ -414,8 +432,10 @@ def main() -> None:
             shapes = {p.tile for p in args.plans.values()}
             shapes |= {v for v in volumes if all(r.fit(n) == n for r, n in zip(rules, v, strict=True))
                        and v[0] * v[1] * v[2] <= args.budget}
+            args.forms = engine_forms(net)
             for s in shapes:  # first calls (oneDNN primitives for a new shape) outside the timings
-                forward_time(net, s, 1, warmup=0)
+                for form, fmt in args.forms.values():
+                    forward_time(form, s, 1, warmup=0, fmt=fmt)
             ckpt = save_checkpoint(model, work / "bench.ckpt")
             for v in volumes:
                 volume_rows(args, entry, model, net, v, fpv, sorted(shapes), ckpt, work)
