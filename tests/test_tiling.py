@@ -132,3 +132,22 @@ def test_tiles_stay_on_the_downsampling_grid():
     assert np.abs(one[:, 47:49] - direct).max() <= 1e-5 * scale
     shifted = forward(np.ascontiguousarray(crop[None, :, :, 2:-6]))[0][:, 47:49, 46:136]  # off the grid by 2
     assert np.abs(one[:, 47:49] - shifted).max() > 1e-4 * scale
+
+
+def test_measured_field_is_remembered_across_processes(monkeypatch):
+    """A later process reads the field from the cache instead of probing again; a `python`-kind
+    network (a user's module that may change) is never remembered."""
+    from mmv_zoo.nets import receptive_field as rf
+
+    net = convs(3)
+    key = "test-network-settings"
+    first = rf.network_halo(net, 1, [1, 1], [1, 1], [64, 64], key=key)
+    rf._CACHE.clear()  # a new process
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(rf, "receptive_radius", no_probe)
+    assert rf.network_halo(net, 1, [1, 1], [1, 1], [64, 64], key=key) == first == ([3, 3], [3, 3])
+    with pytest.raises(AssertionError, match="probed again"):
+        rf.network_halo(net, 1, [1, 1], [1, 1], [64, 64], key="user-module", persist=False)

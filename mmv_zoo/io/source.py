@@ -115,7 +115,8 @@ class ImageSource:
             raise DataError(f"{self.path}: cannot read image data, the file may be corrupt (it holds no image)")
         return ids
 
-    def _scene_index(self, scene: int | str) -> int:
+    def scene_index(self, scene: int | str) -> int:
+        """The index of a scene given by index or id; a missing one is a DataError listing the scenes."""
         ids = self.scenes
         if isinstance(scene, str) and scene in ids:
             return ids.index(scene)
@@ -126,7 +127,7 @@ class ImageSource:
 
     def scene(self, scene: int | str = 0) -> SceneInfo:
         """Sizes and metadata of a scene, by index or id (digits count as an index when no id matches)."""
-        index = self._scene_index(scene)
+        index = self.scene_index(scene)
         if index not in self._info:
             self._info[index] = self._read_info(index)
         return self._info[index]

@@ -28,7 +28,7 @@ NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._Instance
 
 def _probe_copy(net: nn.Module) -> nn.Module:
     """A float32 copy with positive constant weights, zero biases, no normalization, no dropout."""
-    probe = copy.deepcopy(net).float().eval()
+    probe = copy.deepcopy(net).float().cpu().eval()  # the probe runs on the CPU wherever the net is
     for name, module in list(probe.named_modules()):
         if isinstance(module, NORM_TYPES) and name:
             parent = probe.get_submodule(name.rsplit(".", 1)[0]) if "." in name else probe
@@ -123,19 +123,36 @@ def halo_from_radius(radius: int, step: int, patch: int) -> int:
 
 
 def network_halo(net: nn.Module, in_channels: int, mins: Sequence[int], steps: Sequence[int],
-                 patch: Sequence[int], key: Any = None) -> tuple[list[int], list[int]]:
-    """(halo, receptive-field radius) per spatial axis; measured once per `key` (e.g. the network settings)."""
+                 patch: Sequence[int], key: Any = None, persist: bool = True) -> tuple[list[int], list[int]]:
+    """(halo, receptive-field radius) per spatial axis; measured once per `key` (e.g. the network settings),
+    and with `persist` remembered in the cache folder for later processes (the field depends on the
+    architecture only, not the weights)."""
     cache_key = (key, in_channels, tuple(mins), tuple(steps))
     radii = _CACHE.get(cache_key) if key is not None else None
+    if radii is None and key is not None and persist:  # measured by an earlier process (fnet-3D: 10-50 s on CPU)
+        from ..cache import read_record
+
+        radii = read_record("receptive_field", _digest(cache_key)).get("radii")
     if radii is None:
         radii = receptive_radius(net, in_channels, mins, steps)
-        if key is not None:
-            _CACHE[cache_key] = radii
+        if key is not None and persist:
+            from ..cache import write_record
+
+            write_record("receptive_field", _digest(cache_key), {"radii": radii})
+    if key is not None:
+        _CACHE[cache_key] = radii
     return [halo_from_radius(r, s, p) for r, s, p in zip(radii, steps, patch, strict=True)], radii
+
+
+def _digest(key: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
 
 
 def entry_halo(entry: Any, net: nn.Module) -> tuple[list[int], list[int]]:
     """(halo, receptive-field radius) per spatial axis (z, y, x order) of an entry's network `net`."""
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     return network_halo(net, entry.in_channels, [r.min for r in rules], [r.step for r in rules],
-                        entry.mmv.data.patch, key=entry.mmv.network.model_dump_json())
+                        entry.mmv.data.patch, key=entry.mmv.network.model_dump_json(),
+                        persist=entry.mmv.network.kind != "python")  # a user's module may change under one name

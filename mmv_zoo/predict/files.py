@@ -104,7 +104,7 @@ def predict_file(predictor: Any, path: Path, out: Path, selection: Selection, ov
     """All selected scenes of `path`, one output each; existing outputs are skipped unless `overwrite`."""
     results = []
     with open_image(path) as src:
-        scenes = ([src._scene_index(s) for s in selection.scenes] if selection.scenes is not None
+        scenes = ([src.scene_index(s) for s in selection.scenes] if selection.scenes is not None
                   else list(range(len(src.scenes))))
         for scene in scenes:
             results.append(_predict_scene(predictor, src, scene, out, selection, overwrite, on_tile))

@@ -236,7 +236,7 @@ class PackagePredictor:
             self.pipeline.apply_preprocessing(sample)
         pre = self._ours(sample.members[self.input.id], self.input.axes)
         plan = plan_tiles(pre.shape[1:], self.plan_rules, self.halo, DEFAULT_BUDGET[self.spatial_dims])
-        y = predict_tiled(self._forward, pre, plan, batch_size=1 if self._has_batch else 1)
+        y = predict_tiled(self._forward, pre, plan, batch_size=1)
         out = Sample(members={self.output.id: self._theirs(y, self.output.axes)}, stat=sample.stat, id=sample.id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -310,9 +310,6 @@ class PackagePredictor:
             data = data[:, None]
         return data if batched else data[0]
 
-    @property
-    def _has_batch(self) -> bool:
-        return any(a.type == "batch" for a in self.input.axes)
 
     def _forward(self, tiles: np.ndarray) -> np.ndarray:
         """(B, C, *tile) preprocessed -> (B, K, *tile) raw network output, one tile at a time."""
