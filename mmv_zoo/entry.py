@@ -262,6 +262,8 @@ def read_entry_yaml(path: Path) -> dict[str, Any]:
         raise EntryError(f"{path}: not valid YAML ({where}{problem})") from None
     except OSError as e:
         raise EntryError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise EntryError(f"{path}: not a text YAML file (expected an entry's rdf.yaml)") from None
     if not isinstance(data, dict):
         raise EntryError(f"{path}: expected a YAML mapping at the top level")
     return data

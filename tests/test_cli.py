@@ -142,6 +142,9 @@ def test_predict_bad_inputs(capsys, run_2d, data_3d, tmp_path):
     assert_clean_error(code, err, "stack0.tif", "is 3D")
     code, _, err = run_cli(["predict", str(tmp_path), str(data_3d / "low" / "stack0.tif"), "--out", str(out)], capsys)
     assert_clean_error(code, err, "not a complete run")
+    image = str(data_3d / "low" / "stack0.tif")  # an image given where the model goes
+    code, _, err = run_cli(["predict", image, image, "--out", str(out)], capsys)
+    assert_clean_error(code, err, "stack0.tif", "not a text YAML file")
     assert not [p for p in _tree(out) if not p.startswith(".")] and not any(".partial" in p for p in _tree(out))
 
 
