@@ -73,7 +73,8 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     try:  # settings the machine cannot honour (accelerator: gpu without one, ...) fail here, before any file
         trainer = pl.Trainer(
             accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
-            max_steps=t.max_steps, check_val_every_n_epoch=t.check_val_every_n_epoch,
+            max_steps=t.max_steps, max_time=None if t.max_time is None else {"seconds": round(t.max_time * 60)},
+            check_val_every_n_epoch=t.check_val_every_n_epoch,
             logger=CSVLogger(save_dir=folder, name="logs", version=""), callbacks=callbacks,
             enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
             reload_dataloaders_every_n_epochs=1, default_root_dir=folder,

@@ -116,6 +116,8 @@ class TrainingSettings(Strict):
     """How the Lightning Trainer runs."""
 
     max_epochs: int = Field(default=50, ge=1)
+    max_time: float | None = Field(default=None, gt=0)
+    """Stop after this many minutes of training (checked after each step), whatever the epoch count."""
     max_steps: int = Field(default=-1, ge=-1)
     """Stop after this many optimizer steps (-1: no limit); GAN frameworks take two per batch
     (discriminator and generator)."""
