@@ -30,7 +30,7 @@ def test_bioimageio_core_tiles_reproduce_mmv_zoo_predict(wide_run, data_2d, tmp_
 
     from mmv_zoo.export.package import export_package
     from mmv_zoo.nets.receptive_field import entry_halo
-    from mmv_zoo.predict.engine import predict_array
+    from mmv_zoo.predict.engine import Options, predict_array
     from mmv_zoo.run import load_model
 
     model = load_model(wide_run)
@@ -42,7 +42,7 @@ def test_bioimageio_core_tiles_reproduce_mmv_zoo_predict(wide_run, data_2d, tmp_
 
     x = read_image(sorted((data_2d / "images").iterdir())[1], 2).data.astype(np.float32)  # (1, 96, 96)
     x = x[:, :, :90]  # not a multiple of the network's step: the border tiles are padded
-    ours = predict_array(model, x, model.entry)
+    ours = predict_array(model, x, model.entry, options=Options(border="mirror"))  # as consumers tile
     descr = load_description(out.zip_path)
     for fmt in ("torchscript", "onnx"):
         with warnings.catch_warnings():

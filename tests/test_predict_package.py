@@ -13,7 +13,7 @@ import torch
 
 from mmv_zoo.errors import DataError, RunError
 from mmv_zoo.io.read import read_image
-from mmv_zoo.predict.engine import predict_files
+from mmv_zoo.predict.engine import Options, predict_files
 from mmv_zoo.predict.package import is_package
 
 
@@ -96,11 +96,15 @@ def test_foreign_package_predicts(foreign_zip, tmp_path):
 def test_our_package_matches_our_run(our_zip, run_2d, data_2d, tmp_path):
     image = sorted((data_2d / "images").iterdir())[0]
     (pkg,) = predict_files(our_zip, [image], tmp_path / "pkg")
-    (run,) = predict_files(run_2d, [image], tmp_path / "run", probabilities=True)
+    (run,) = predict_files(run_2d, [image], tmp_path / "run", options=Options(probabilities=True, border="mirror"))
     a, b = read_image(pkg.output, 2).data, read_image(run.output, 2).data
     assert a.shape == b.shape == (2, 96, 96)
-    # the same tiler and halo on both paths; the package's preprocessing is bioimageio.core's scale_range
+    # the same tiler and halo on both paths (a package mirrors the border by its halo, as bioimageio.core
+    # does; a run predicts the image alone unless told); the package's preprocessing is scale_range
     np.testing.assert_allclose(a, b, atol=1e-4)
+    (plain,) = predict_files(run_2d, [image], tmp_path / "plain", probabilities=True)
+    c = read_image(plain.output, 2).data
+    assert np.abs(c - b).max() > 1e-4 and np.abs(c - b)[:, 40:56, 40:56].max() < 1e-5  # borders only
 
 
 def test_state_dict_needs_trust(tmp_path, data_2d):

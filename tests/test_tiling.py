@@ -151,3 +151,40 @@ def test_measured_field_is_remembered_across_processes(monkeypatch):
     assert rf.network_halo(net, 1, [1, 1], [1, 1], [64, 64], key=key) == first == ([3, 3], [3, 3])
     with pytest.raises(AssertionError, match="probed again"):
         rf.network_halo(net, 1, [1, 1], [1, 1], [64, 64], key="user-module", persist=False)
+
+
+@pytest.mark.parametrize("shape", [(100, 90), (30, 200), (8, 8)])
+def test_image_border_tiles_reproduce_one_pass_over_the_image(shape):
+    """`image` border: tiles stop at the image (no halo padding there), so any tiling equals the
+    network's one pass over the image itself, padded only at the far end to a valid size; and the
+    network processes fewer voxels than with mirrored borders."""
+    from mmv_zoo.nets.fnet import FNet
+
+    torch.manual_seed(0)
+    net = FNet(2, 1, 1, depth=3, mult_chan=4).eval()
+    halo = [48, 48]
+
+    def forward(b: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(b)).numpy()
+
+    x = np.random.default_rng(1).random((1, *shape), dtype=np.float32)
+    rules = [SizeRule(min=8, step=8)] * 2
+    valid = [r.fit(n) for r, n in zip(rules, shape, strict=True)]
+    padded = np.pad(x, [(0, 0)] + [(0, v - n) for v, n in zip(valid, shape, strict=True)], mode="symmetric")
+    direct = forward(padded[None])[0][:, : shape[0], : shape[1]]
+    scale = np.abs(direct).max()
+    for budget in (10**7, (2 * 48 + 16) ** 2, (2 * 48 + 40) ** 2):
+        plan = plan_tiles(shape, rules, halo, budget=budget, border="image")
+        tiled = predict_tiled(forward, x, plan, batch_size=3)
+        assert tiled.shape == (1, *shape)
+        assert np.abs(tiled - direct).max() <= 1e-5 * scale, (budget, plan)
+        mirrored = plan_tiles(shape, rules, halo, budget=budget)
+        assert plan.work < mirrored.work
+    assert plan_tiles(shape, rules, halo, budget=10**7, border="image").work == pytest.approx(
+        np.prod(valid) / np.prod(shape))  # one tile: the image padded to a valid size, nothing more
+
+
+def test_unknown_border_is_refused():
+    with pytest.raises(ValueError, match="border 'zero'"):
+        plan_tiles((16, 16), [SizeRule(min=8, step=8)] * 2, [8, 8], budget=10**4, border="zero")

@@ -68,21 +68,27 @@ def test_predict_2d_writes_labels_with_pixel_sizes(run_2d, data_2d, tmp_path):
 
 
 def test_prediction_equals_model_on_whole_image(run_2d, data_2d, tmp_path):
-    """One tile: the model's forward pass on the image mirrored by the halo, cropped back."""
+    """By default (`image` border) the model's forward pass on the image itself, in one tile or many;
+    with `mirror` borders, its pass on the image mirrored by the halo, cropped back."""
     from mmv_zoo.nets.receptive_field import entry_halo
-    from mmv_zoo.predict.engine import predict_array
+    from mmv_zoo.predict.engine import Options, predict_array
 
     model = load_model(run_2d)
     x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :64, :64]
-    tiled = predict_array(model, x, model.entry)
     halo, _ = entry_halo(model.entry, model.inference_model())
     assert min(halo) > 0
     with torch.no_grad():
         norm = normalize(x, model.entry.mmv.data.normalization.source)
+        plain = model.inference_model()(torch.from_numpy(norm)[None])[0].numpy()
         padded = np.pad(norm, [(0, 0)] + [(h, h) for h in halo], mode="symmetric")
-        direct = model.inference_model()(torch.from_numpy(padded)[None])[0].numpy()
-    direct = direct[:, halo[0]:halo[0] + 64, halo[1]:halo[1] + 64]
-    np.testing.assert_allclose(tiled, direct, atol=1e-5)
+        mirrored = model.inference_model()(torch.from_numpy(padded)[None])[0].numpy()
+    mirrored = mirrored[:, halo[0]:halo[0] + 64, halo[1]:halo[1] + 64]
+    np.testing.assert_allclose(predict_array(model, x, model.entry), plain, atol=1e-5)
+    many = predict_array(model, x, model.entry, options=Options(budget=(2 * max(halo) + 16) ** 2))
+    np.testing.assert_allclose(many, plain, atol=1e-5)
+    np.testing.assert_allclose(predict_array(model, x, model.entry, options=Options(border="mirror")), mirrored,
+                               atol=1e-5)
+    assert np.abs(plain - mirrored).max() > 1e-4  # the borders differ: the option matters
 
 
 def test_probabilities_option(run_2d, data_2d, tmp_path):

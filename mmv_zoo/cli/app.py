@@ -172,6 +172,11 @@ def predict(
     weights: Annotated[str | None, typer.Option(help="Packages: weight format to use (torchscript, onnx, "
                                                      "pytorch_state_dict); default: the first that passes "
                                                      "the package's own test.")] = None,
+    border: Annotated[str | None, typer.Option(help="What tiles see past the image border: image (nothing: "
+                                                    "the result equals one pass of the network over the "
+                                                    "image; default for runs) or mirror (the image mirrored "
+                                                    "by the halo, as bioimageio.core predicts; default for "
+                                                    "packages and entries).")] = None,
     direction: Annotated[str | None, typer.Option(help="CycleGAN runs: a2b (the entry's inputs to its outputs; "
                                                        "default) or b2a.")] = None,
     devices: Annotated[int, typer.Option(min=1, help="Processes per node (GPUs, or CPU processes) that share "
@@ -190,8 +195,10 @@ def predict(
                           format=output_format)
     if output_format not in ("auto", "ome-tiff", "ome-zarr"):
         raise DataError(f"--format {output_format!r}: choose auto, ome-tiff or ome-zarr")
+    if border not in (None, "image", "mirror"):
+        raise DataError(f"--border {border!r}: choose image or mirror")
     options = Options(probabilities=probabilities, overlap=overlap, tta=tta, threshold=threshold,
-                      direction=direction)
+                      direction=direction, border=border)
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

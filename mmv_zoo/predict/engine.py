@@ -73,6 +73,12 @@ class Options:
     batch_size: int = 1
     direction: str | None = None
     """CycleGAN runs: a2b (the entry's inputs to its outputs; the default) or b2a."""
+    border: str | None = None
+    """What tiles see past the image border (tiler.BORDERS). `image`: nothing, so the result is one pass
+    of the network over the image, as in training and validation, and no voxel is spent on padding
+    (the default for runs). `mirror`: the image mirrored by the halo the package declares, as
+    bioimageio.core predicts, tiled or not (the default for BioImage.IO packages and zoo entries'
+    pretrained packages; `mmv-zoo predict RUN --border mirror` equals bioimageio.core on its export)."""
 
 
 def flip_average(forward: Callable[[np.ndarray], np.ndarray], dims: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -156,7 +162,8 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     halo, _ = entry_halo(entry, net)
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     shape = tuple(x.shape[1:])
-    plan = plan_tiles(shape, rules, halo, opts.budget or DEFAULT_BUDGET[entry.spatial_dims], opts.overlap)
+    plan = plan_tiles(shape, rules, halo, opts.budget or DEFAULT_BUDGET[entry.spatial_dims], opts.overlap,
+                      opts.border or "image")
     net, fmt = cpu_inference(net, entry.spatial_dims)
 
     def forward(batch: np.ndarray) -> np.ndarray:
@@ -238,7 +245,8 @@ class EntryPredictor:
 
         self.entry = entry
         self.package = entry_package(entry)
-        self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format)
+        self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format,
+                                      border=options.border if options else None)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
         self.options = options or Options(probabilities=probabilities)
         self.out_channels = len(entry.outputs[0].channel_names)
@@ -268,7 +276,7 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
         raise RunError(f"{source}: --direction {options.direction} is for CycleGAN runs; a package or zoo entry "
                        "predicts in the one direction it was exported for")
     if is_package(path):
-        return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format)
+        return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format, border=options.border)
     if is_run:
         return RunPredictor(source, options=options)  # says what a run folder lacks
     try:

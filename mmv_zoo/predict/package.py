@@ -191,10 +191,12 @@ def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple
 class PackagePredictor:
     """Runs a BioImage.IO model package on (C, [Z], Y, X) arrays."""
 
-    def __init__(self, source: str | Path, trust_code: bool = False, weight_format: str | None = None) -> None:
+    def __init__(self, source: str | Path, trust_code: bool = False, weight_format: str | None = None,
+                 border: str | None = None) -> None:
         from bioimageio.core import create_prediction_pipeline
 
         self.source = source
+        self.border = border or "mirror"  # bioimageio.core pads the image by the halo, tiled or not
         self.descr = descr = load_package(source)
         self.input, self.output = descr.inputs[0], descr.outputs[0]
         kinds = {str(a.type) for a in self.input.axes}
@@ -235,7 +237,8 @@ class PackagePredictor:
             warnings.simplefilter("ignore")
             self.pipeline.apply_preprocessing(sample)
         pre = self._ours(sample.members[self.input.id], self.input.axes)
-        plan = plan_tiles(pre.shape[1:], self.plan_rules, self.halo, DEFAULT_BUDGET[self.spatial_dims])
+        plan = plan_tiles(pre.shape[1:], self.plan_rules, self.halo, DEFAULT_BUDGET[self.spatial_dims],
+                          border=self.border)
         y = predict_tiled(self._forward, pre, plan, batch_size=1)
         out = Sample(members={self.output.id: self._theirs(y, self.output.axes)}, stat=sample.stat, id=sample.id)
         with warnings.catch_warnings():

@@ -1,9 +1,17 @@
 """Tiled prediction: tiles of valid network sizes, cropped by the halo, blended where they overlap.
 
-The image is mirrored by the halo on every side (symmetric, as bioimageio.core pads), so an
-output pixel sees the same context whether it is predicted in one piece or in tiles, by mmv-zoo or
-by a BioImage.IO consumer. Each tile is `core + 2 * halo` long per axis; only its core is kept. With
-a halo at least the network's receptive field the result does not depend on the tiling at all;
+Each tile is `core + 2 * halo` long per axis; only its core is kept, so with a halo at least the
+network's receptive field the result does not depend on the tiling at all. What a tile sees past
+the image border is the plan's `border`:
+
+- `mirror`: the image is mirrored by the halo on every side (symmetric, as bioimageio.core pads),
+  so an output pixel sees the same context whether it is predicted in one piece or in tiles, by
+  mmv-zoo or by a BioImage.IO consumer of the exported package.
+- `image`: tiles stop at the image border (extended at the far end to the next valid size, by
+  mirroring), so tiling reproduces one pass of the network over the image itself, as in training
+  and validation, and no voxel is spent on padding: on a 1x32x256x256 volume with a 16-slice halo
+  mirroring would process twice the slices.
+
 `overlap` adds blended overlap between neighbouring cores for networks whose field is wider than
 the halo (without it, overlapping cores are simply overwritten: with a halo covering the receptive
 field they hold the same values). Tile sizes are the largest valid sizes within a voxel budget,
@@ -26,6 +34,7 @@ from ..settings.networks import SizeRule
 DEFAULT_BUDGET = {2: 1024 * 1024, 3: 64 * 256 * 256}
 """Default voxels per tile (input side, halo included)."""
 BLENDS = ("cosine", "gaussian", "flat")
+BORDERS = ("mirror", "image")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,10 @@ class TilePlan:
     anchor: tuple[int, ...] = ()
     """Tile starts are multiples of this per axis (the network's step), so that every tile sees the
     image on the same downsampling grid as a whole-image pass."""
+    border: str = "mirror"
+    """`mirror` the image by the halo, or stop tiles at the `image` border (see the module notes)."""
+    rules: tuple[SizeRule, ...] = ()
+    """Valid sizes per axis (`image` border: tiles clipped at the border are grown back to one)."""
 
     def starts(self, axis: int) -> list[int]:
         """Core start positions along `axis` (the last core reaches the image border)."""
@@ -57,10 +70,32 @@ class TilePlan:
     def tiles(self) -> Iterator[tuple[int, ...]]:
         return product(*(self.starts(a) for a in range(len(self.shape))))
 
+    def span(self, axis: int, start: int) -> tuple[int, int]:
+        """The input interval [lo, hi) of the tile whose core starts at `start` (may reach outside
+        the image: mirrored)."""
+        h, t = self.halo[axis], self.tile[axis]
+        if self.border == "mirror":
+            return start - h, start - h + t
+        return _clipped_span(start, h, t, self.rules[axis], self.shape[axis])
+
     @property
     def work(self) -> float:
         """Voxels the network processes per image voxel (1.0: no tiling or padding overhead)."""
-        return len(self) * math.prod(self.tile) / math.prod(self.shape)
+        per_axis = [sum(hi - lo for lo, hi in (self.span(a, s) for s in self.starts(a))) / n
+                    for a, n in enumerate(self.shape)]
+        return math.prod(per_axis)
+
+
+def _clipped_span(start: int, halo: int, tile: int, rule: SizeRule, n: int) -> tuple[int, int]:
+    """`image` border: the tile [start - halo, start - halo + tile) clipped to the image padded to its
+    next valid size, then grown back to a valid size on the side inside the image (more real
+    context, never padding)."""
+    extent = rule.fit(n)
+    lo, hi = max(0, start - halo), min(extent, start - halo + tile)
+    size = min(rule.fit(hi - lo), extent)
+    if lo == 0:
+        return 0, size
+    return max(0, hi - size), hi
 
 
 def _starts(n: int, core: int, overlap: int, anchor: int) -> list[int]:
@@ -73,16 +108,19 @@ def _starts(n: int, core: int, overlap: int, anchor: int) -> list[int]:
 
 
 def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[int], budget: int,
-               overlap: float = 0.0) -> TilePlan:
+               overlap: float = 0.0, border: str = "mirror") -> TilePlan:
     """The tile size within `budget` voxels that makes the network process the fewest voxels.
 
     One tile holds the whole (padded) image when it fits. Otherwise every combination of valid
     sizes is scored by its work (tiles x tile voxels); per axis only sizes that lower that axis'
     work are candidates, which keeps the search small. `overlap` is the fraction of a core blended
-    with each neighbour. Raises ValueError when no tile leaves any output after the halo crop.
+    with each neighbour; `border` is `mirror` or `image` (module notes). Raises ValueError when no
+    tile leaves any output after the halo crop.
     """
+    if border not in BORDERS:
+        raise ValueError(f"border {border!r}: expected one of {', '.join(BORDERS)}")
     shape, halo = tuple(shape), tuple(halo)
-    options = [_axis_options(n, r, h, overlap) for n, r, h in zip(shape, rules, halo, strict=True)]
+    options = [_axis_options(n, r, h, overlap, border) for n, r, h in zip(shape, rules, halo, strict=True)]
     best: tuple[float, tuple[int, ...]] | None = None
     for combo in product(*options):
         voxels = math.prod(t for t, _ in combo)
@@ -96,11 +134,11 @@ def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[i
     tile = best[1]
     cores = [t - 2 * h for t, h in zip(tile, halo, strict=True)]
     ov = tuple(min(c - 1, int(round(overlap * c))) if n > c else 0 for c, n in zip(cores, shape, strict=True))
-    return TilePlan(shape, tile, halo, ov, tuple(max(1, r.step) for r in rules))
+    return TilePlan(shape, tile, halo, ov, tuple(max(1, r.step) for r in rules), border, tuple(rules))
 
 
-def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float) -> list[tuple[int, float]]:
-    """(tile size, tiles x size) along one axis, for the valid sizes that lower the work as they grow."""
+def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float, border: str) -> list[tuple[int, float]]:
+    """(tile size, voxels processed along the axis), for the valid sizes that lower the work as they grow."""
     anchor = max(1, rule.step)
     largest = rule.fit(n + 2 * halo)
     size = rule.fit(2 * halo + anchor)
@@ -109,7 +147,11 @@ def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float) -> list[tup
     out: list[tuple[int, float]] = []
     while True:
         core = size - 2 * halo
-        cost = len(_starts(n, core, int(round(overlap * core)) if n > core else 0, anchor)) * size
+        starts = _starts(n, core, int(round(overlap * core)) if n > core else 0, anchor)
+        if border == "mirror":
+            cost = len(starts) * size
+        else:
+            cost = sum(hi - lo for lo, hi in (_clipped_span(s, halo, size, rule, n) for s in starts))
         if not out or cost < out[-1][1]:
             out.append((size, cost))
         if size >= largest or rule.step == 0:
@@ -150,13 +192,12 @@ def mirror(index: np.ndarray, n: int) -> np.ndarray:
 
 
 def read_tile(source: Any, start: Sequence[int], plan: TilePlan) -> np.ndarray:
-    """The input tile whose core starts at `start`: (C, *tile), mirrored where it reaches past the image.
+    """The input tile whose core starts at `start`: (C, *span), mirrored where it reaches past the image.
 
     Only the part of the image the tile covers is read from `source` (anything with `.shape`
     (C, *S) and `.read(region)`), so a lazy source never loads the whole image.
     """
-    indices = [mirror(np.arange(s - h, s - h + t), n)
-               for s, h, t, n in zip(start, plan.halo, plan.tile, plan.shape, strict=True)]
+    indices = [mirror(np.arange(*plan.span(a, s)), n) for a, (s, n) in enumerate(zip(start, plan.shape, strict=True))]
     lows = [int(i.min()) for i in indices]
     block = source.read((slice(None), *(slice(lo, int(i.max()) + 1) for lo, i in zip(lows, indices, strict=True))))
     for axis, (lo, idx) in enumerate(zip(lows, indices, strict=True)):
@@ -164,6 +205,21 @@ def read_tile(source: Any, start: Sequence[int], plan: TilePlan) -> np.ndarray:
         if not (local[0] == 0 and np.all(np.diff(local) == 1) and len(local) == block.shape[axis + 1]):
             block = np.take(block, local, axis=axis + 1)
     return block
+
+
+def _batches(plan: TilePlan, batch_size: int) -> Iterator[list[tuple[int, ...]]]:
+    """Core starts in batches of at most `batch_size` tiles of the same input shape."""
+    batch: list[tuple[int, ...]] = []
+    shape: tuple[int, ...] | None = None
+    for start in plan.tiles():
+        size = tuple(hi - lo for lo, hi in (plan.span(a, s) for a, s in enumerate(start)))
+        if batch and (size != shape or len(batch) == batch_size):
+            yield batch
+            batch = []
+        batch.append(start)
+        shape = size
+    if batch:
+        yield batch
 
 
 def predict_tiled(
@@ -200,16 +256,15 @@ def predict_tiled(
         wsum = np.zeros(plan.shape, np.float32)
     target = out
     total, done = len(plan), 0
-    starts = list(plan.tiles())
-    for i in range(0, total, batch_size):
-        batch = starts[i:i + batch_size]
+    for batch in _batches(plan, batch_size):
         tiles = [read_tile(source, b, plan) for b in batch]
         if prepare is not None:
             tiles = [prepare(t) for t in tiles]
         y = np.asarray(forward(np.ascontiguousarray(np.stack(tiles), dtype=np.float32)), dtype=np.float32)
         for b, yb in zip(batch, y, strict=True):
             keep = tuple(min(c, n - s) for s, c, n in zip(b, plan.core, plan.shape, strict=True))
-            core = yb[(slice(None), *(slice(h, h + k) for h, k in zip(plan.halo, keep, strict=True)))]
+            offset = [s - plan.span(a, s)[0] for a, s in enumerate(b)]
+            core = yb[(slice(None), *(slice(o, o + k) for o, k in zip(offset, keep, strict=True)))]
             region = (slice(None), *(slice(s, s + k) for s, k in zip(b, keep, strict=True)))
             if blending:
                 if acc is None:
