@@ -167,7 +167,7 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
     voxels = int(np.prod(shape))
     plan = args.plans[shape]
     rules = entry.mmv.network.size_rule(3)
-    roi = tuple(min(t, r.fit_down(n)) for t, r, n in zip(plan.tile, rules, shape, strict=True))
+    roi = tuple(min(t, r.fit_down(n)) for t, r, n in zip(plan.largest, rules, shape, strict=True))
     rng = np.random.default_rng(0)
     image = rng.integers(100, 4000, size=(1, 1, *shape), dtype=np.uint16)
     suffix = ".ome.tiff" if shape == args.small else ".ome.zarr"
@@ -212,8 +212,8 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
     for f in forms:
         print(f"    {f:<24} " + ", ".join(f"{fmt_shape(s)} {rates[f, s] / 1e6:.3f}" for s in shapes))
     print(f"  the floor uses the best, {best[0]} on {fmt_shape(best[1])}")
-    print(f"  our tile {fmt_shape(plan.tile)} (core {fmt_shape(plan.core)}, halo {fmt_shape(plan.halo)}): "
-          f"{len(plan)} tiles, work {plan.work:.2f} voxels processed per image voxel")
+    print(f"  our tiles up to {fmt_shape(plan.largest)} (core {fmt_shape(plan.core)}, halo {fmt_shape(plan.halo)}, "
+          f"image borders): {len(plan)} tiles, work {plan.work:.2f} voxels processed per image voxel")
     print(f"  MONAI roi {fmt_shape(roi)}: {counter.windows // args.runs} windows, work "
           f"{counter.windows // args.runs * math.prod(roi) / voxels:.2f}")
     print(f"  {'method':<44} {'seconds':>8} {'ratio':>6} {'GFLOP/s':>8} {'% peak':>7}")
@@ -224,7 +224,7 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
         gf = fpv * voxels / t / 1e9
         print(f"  {name:<44} {t:8.1f} {t / floor:6.2f} {gf:8.1f} {100 * gf / peak:6.1f}%")
     ours = statistics.median(times["mmv_zoo predict_array"])
-    net_only = len(plan) * math.prod(plan.tile) / rates[list(forms)[-1], plan.tile]
+    net_only = plan.work * voxels / rates[list(forms)[-1], plan.largest]
     print(f"  the network alone ({list(forms)[-1]}) on our {len(plan)} tiles: {net_only:.1f} s; "
           f"predict_array's overhead beyond it "
           f"{100 * (ours / net_only - 1):+.0f}%")
@@ -344,13 +344,13 @@ def memory_rows(args: argparse.Namespace, work: Path) -> None:
     rows = []
     for scale in (1, 2):
         shape = tuple(s * scale for s in base)
-        plan = plan_tiles(shape, rules, halo, args.budget)
+        plan = plan_tiles(shape, rules, halo, args.memory_budget, border="image")
         data = np.random.default_rng(1).integers(100, 4000, size=(2, 1, *shape), dtype=np.uint16)
         src = write_image(work / f"mem_{scale}.ome.zarr", data)
         del data
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, __file__, "--memory-child", str(ckpt), str(src), str(work / "memout"),
-                              str(args.budget)], capture_output=True, text=True)
+                              str(args.memory_budget)], capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         found = re.search(r"before_kib=(\d+) peak_kib=(\d+)", res.stdout)
         if res.returncode or not found:
@@ -360,9 +360,9 @@ def memory_rows(args: argparse.Namespace, work: Path) -> None:
         rows.append((shape, plan, before, peak_kib, seconds))
     print(f"\npeak resident memory, predict_files (T=2, C=1, Z, Y, X) OME-Zarr -> OME-Zarr in a fresh process, "
           f"network {args.memory_network} ({', '.join(NETWORKS[args.memory_network] + args.set) or 'as shipped'}), "
-          f"budget {args.budget} voxels, load {fmt_load()}")
+          f"budget {args.memory_budget} voxels, load {fmt_load()}")
     for shape, plan, before, peak_mib, seconds in rows:
-        print(f"  2x1x{fmt_shape(shape):<14} tile {fmt_shape(plan.tile):<12} {len(plan):3d} tiles/frame  "
+        print(f"  2x1x{fmt_shape(shape):<14} tile {fmt_shape(plan.largest):<12} {len(plan):3d} tiles/frame  "
               f"peak RSS {peak_mib:6.0f} MiB (imports {before:4.0f} MiB, then +{peak_mib - before:5.0f} MiB)  "
               f"{seconds:5.0f} s")
     (_, _, b0, p0, _), (_, _, b1, p1, _) = rows
@@ -378,7 +378,8 @@ def main() -> None:
     ap.add_argument("--small", type=shape_arg, default=(32, 256, 256), help="first volume Z,Y,X")
     ap.add_argument("--large", type=shape_arg, default=None,
                     help="second volume Z,Y,X (default 64,512,512; --quick 32,256,512; the issue's is 64,1024,1024)")
-    ap.add_argument("--budget", type=int, default=None, help="voxels per tile (default: the engine's, 64*256*256)")
+    ap.add_argument("--budget", type=int, default=None,
+                    help="voxels per tile (default: the engine's, from the memory it may use)")
     ap.add_argument("--repeat", type=int, default=None, help="rounds of the speed-up table (default 3, --quick 2)")
     ap.add_argument("--runs", type=int, default=1,
                     help="rounds of each volume's timings (floor, MONAI, ours; default 1, medians if more)")
@@ -388,6 +389,8 @@ def main() -> None:
     ap.add_argument("--memory-size", type=shape_arg, default=(32, 256, 256),
                     help="Z,Y,X of the smaller 5D image of the memory test (the other is 2x per axis); keep it "
                          "larger than one tile, or the two images are not tiled alike")
+    ap.add_argument("--memory-budget", type=int, default=64 * 128 * 128,
+                    help="voxels per tile in the memory test (small, so that both images are tiled alike)")
     ap.add_argument("--skip", action="append", default=[], choices=["volumes", "speedups", "memory"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
@@ -400,9 +403,10 @@ def main() -> None:
     import torch
 
     from mmv_zoo.nets.receptive_field import entry_halo
-    from mmv_zoo.predict.tiler import DEFAULT_BUDGET, plan_tiles
+    from mmv_zoo.predict.engine import cpu_inference
+    from mmv_zoo.predict.memory import tile_memory, voxel_budget
+    from mmv_zoo.predict.tiler import plan_tiles
 
-    args.budget = args.budget or DEFAULT_BUDGET[3]
     args.large = args.large or ((32, 256, 512) if args.quick else (64, 512, 512))
     args.repeat = args.repeat or (2 if args.quick else 3)
     compile_ = not (args.no_compile or args.quick)
@@ -411,6 +415,9 @@ def main() -> None:
 
     entry, model = load(args.network, args.set)
     net = model.inference_model().eval()
+    if args.budget is None:  # what the engine takes: the memory it may use / the network's bytes per voxel
+        args.budget = voxel_budget(cpu_inference(net, 3)[0], entry)
+        print(f"tile memory {tile_memory() / 2**30:.1f} GiB (the engine's default on this machine)")
     rules = entry.mmv.network.size_rule(3)
     params = sum(p.numel() for p in net.parameters())
     t0 = time.perf_counter()
@@ -428,8 +435,8 @@ def main() -> None:
         work = Path(tmp)
         if "volumes" not in args.skip:
             volumes = [args.small, args.large]
-            args.plans = {v: plan_tiles(v, rules, halo, args.budget) for v in volumes}
-            shapes = {p.tile for p in args.plans.values()}
+            args.plans = {v: plan_tiles(v, rules, halo, args.budget, border="image") for v in volumes}
+            shapes = {p.largest for p in args.plans.values()}
             shapes |= {v for v in volumes if all(r.fit(n) == n for r, n in zip(rules, v, strict=True))
                        and v[0] * v[1] * v[2] <= args.budget}
             args.forms = engine_forms(net)

@@ -79,7 +79,7 @@ def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path, mon
     (one,) = predict_files(run_3d, [path], tmp_path / "one", selection=sel)
     tiles = []
     (many,) = predict_files(run_3d, [path], tmp_path / "many", selection=sel,
-                            options=Options(budget=16 * 40 * 40), on_tile=lambda d, n: tiles.append(n))
+                            options=Options(budget=12 * 28 * 32), on_tile=lambda d, n: tiles.append(n))
     assert tiles and tiles[-1] > 4
     from bioio import BioImage
 

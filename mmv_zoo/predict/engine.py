@@ -17,7 +17,8 @@ from ..io.write import check_writable
 from ..nets.receptive_field import entry_halo
 from ..transforms.normalize import normalizer
 from .files import Prediction, Selection, predict_file
-from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
+from .memory import voxel_budget
+from .tiler import plan_tiles, predict_tiled
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -69,7 +70,8 @@ class Options:
     tta: bool = False
     """Average the predictions of the image flipped along each space axis (2^dims passes)."""
     budget: int | None = None
-    """Voxels per tile (default: tiler.DEFAULT_BUDGET)."""
+    """Input voxels per tile (default: what the device's memory holds for this network, see
+    predict.memory; MMV_ZOO_TILE_MEMORY sets the memory, e.g. 4GiB)."""
     batch_size: int = 1
     direction: str | None = None
     """CycleGAN runs: a2b (the entry's inputs to its outputs; the default) or b2a."""
@@ -162,9 +164,9 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     halo, _ = entry_halo(entry, net)
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     shape = tuple(x.shape[1:])
-    plan = plan_tiles(shape, rules, halo, opts.budget or DEFAULT_BUDGET[entry.spatial_dims], opts.overlap,
-                      opts.border or "image")
     net, fmt = cpu_inference(net, entry.spatial_dims)
+    budget = opts.budget or voxel_budget(net, entry, opts.batch_size * (2 if opts.tta else 1), str(device))
+    plan = plan_tiles(shape, rules, halo, budget, opts.overlap, opts.border or "image")
 
     def forward(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -79,6 +79,12 @@ class TilePlan:
         return _clipped_span(start, h, t, self.rules[axis], self.shape[axis])
 
     @property
+    def largest(self) -> tuple[int, ...]:
+        """The largest input the network gets, per axis (the tile, or less where `image` borders clip it)."""
+        return tuple(max(hi - lo for lo, hi in (self.span(a, s) for s in self.starts(a)))
+                     for a in range(len(self.shape)))
+
+    @property
     def work(self) -> float:
         """Voxels the network processes per image voxel (1.0: no tiling or padding overhead)."""
         per_axis = [sum(hi - lo for lo, hi in (self.span(a, s) for s in self.starts(a))) / n
@@ -121,15 +127,15 @@ def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[i
         raise ValueError(f"border {border!r}: expected one of {', '.join(BORDERS)}")
     shape, halo = tuple(shape), tuple(halo)
     options = [_axis_options(n, r, h, overlap, border) for n, r, h in zip(shape, rules, halo, strict=True)]
-    best: tuple[float, tuple[int, ...]] | None = None
+    best: tuple[tuple[float, int], tuple[int, ...]] | None = None
     for combo in product(*options):
-        voxels = math.prod(t for t, _ in combo)
+        voxels = math.prod(v for _, _, v in combo)
         if voxels > budget and best is not None:
             continue
-        work = math.prod(c for _, c in combo)
+        work = math.prod(c for _, c, _ in combo)
         key = (work if voxels <= budget else math.inf, voxels)
         if best is None or key < best[0]:
-            best = (key, tuple(t for t, _ in combo))
+            best = (key, tuple(t for t, _, _ in combo))
     assert best is not None
     tile = best[1]
     cores = [t - 2 * h for t, h in zip(tile, halo, strict=True)]
@@ -137,23 +143,25 @@ def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[i
     return TilePlan(shape, tile, halo, ov, tuple(max(1, r.step) for r in rules), border, tuple(rules))
 
 
-def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float, border: str) -> list[tuple[int, float]]:
-    """(tile size, voxels processed along the axis), for the valid sizes that lower the work as they grow."""
+def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float, border: str) -> list[tuple[int, float, int]]:
+    """(tile size, voxels processed along the axis, longest input span), for the valid sizes that lower
+    the work as they grow."""
     anchor = max(1, rule.step)
     largest = rule.fit(n + 2 * halo)
     size = rule.fit(2 * halo + anchor)
     if size - 2 * halo < 1:
         raise ValueError(f"tile {size} leaves no output after cropping the halo {halo} from both sides")
-    out: list[tuple[int, float]] = []
+    out: list[tuple[int, float, int]] = []
     while True:
         core = size - 2 * halo
         starts = _starts(n, core, int(round(overlap * core)) if n > core else 0, anchor)
         if border == "mirror":
-            cost = len(starts) * size
+            cost, longest = len(starts) * size, size
         else:
-            cost = sum(hi - lo for lo, hi in (_clipped_span(s, halo, size, rule, n) for s in starts))
+            spans = [hi - lo for lo, hi in (_clipped_span(s, halo, size, rule, n) for s in starts)]
+            cost, longest = sum(spans), max(spans)
         if not out or cost < out[-1][1]:
-            out.append((size, cost))
+            out.append((size, cost, longest))
         if size >= largest or rule.step == 0:
             return out
         size += rule.step

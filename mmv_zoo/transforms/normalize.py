@@ -48,7 +48,9 @@ def center(x: np.ndarray, z_chunk: int) -> np.ndarray:
 def normalizer(x: np.ndarray, settings: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Statistics from `x` (C, [Z], Y, X) -> a function normalizing any block of the same image the
     way `normalize` normalizes the whole (tiles of one image share the image's statistics)."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):  # integer images: statistics without a float64 copy (same values)
+        x = x.astype(np.float64)
     kind = settings.kind
     axes = _spatial_axes(x)
     if kind == "percentile":
@@ -56,12 +58,14 @@ def normalizer(x: np.ndarray, settings: Any) -> Callable[[np.ndarray], np.ndarra
         hi = np.percentile(x, settings.upper, axis=axes, keepdims=True)
         div, shift = hi - lo + EPS, lo
     elif kind == "standard":
-        div, shift = x.std(axis=axes, keepdims=True) + EPS, x.mean(axis=axes, keepdims=True)
+        div, shift = x.std(axis=axes, keepdims=True, dtype=np.float64) + EPS, x.mean(axis=axes, keepdims=True,
+                                                                                   dtype=np.float64)
     elif kind == "center":
         nz = x.shape[1]
         start = max(0, nz // 2 - settings.z_chunk // 2)
         mid = x[:, start : start + settings.z_chunk]
-        div, shift = mid.std(axis=axes, keepdims=True) + EPS, mid.mean(axis=axes, keepdims=True)
+        div = mid.std(axis=axes, keepdims=True, dtype=np.float64) + EPS
+        shift = mid.mean(axis=axes, keepdims=True, dtype=np.float64)
     elif kind in ("foreground", "none"):
         div = shift = None
     else:  # pragma: no cover - the schema rejects other kinds
