@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from .entry import Entry, entry_to_yaml
 from .errors import EntryError, OutputError, RunError
 from .io.write import check_writable
 from .run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
+
+RUN_FOLDER_ENV = "MMV_ZOO_RUN_FOLDER"
+"""Set by rank 0 while it trains: DDP processes Lightning starts by re-running the command train into
+the same run folder (and write nothing of their own)."""
 
 
 @dataclass
@@ -26,6 +31,10 @@ class TrainResult:
     loss_plot: Path | None
     best_score: float | None
     seconds: float
+    rank: int = 0
+    """Global rank of this process (DDP); only rank 0 writes the run folder and reports."""
+    skipped: list[str] = field(default_factory=list)
+    """`path: reason` of input files left out (data.on_bad_file: skip)."""
 
 
 def new_run_folder(out: Path, slug: str) -> Path:
@@ -39,67 +48,239 @@ def new_run_folder(out: Path, slug: str) -> Path:
     return folder
 
 
-def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = True) -> TrainResult:
-    """Check all data, train, and write `out/<entry>/<run-id>/` (run.json says `complete` at the end)."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
+def process_rank() -> int:
+    """This process's global rank as the launcher (Lightning's DDP, SLURM, torchrun) set it; 0 alone."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) if os.environ.get(RUN_FOLDER_ENV) else 0
+
+
+def _run_folder(out: Path, slug: str, t: Any) -> Path:
+    """The run folder: the one rank 0 announced (a DDP child), one per SLURM job (every node's task
+    computes the same name), else a new time-stamped one."""
+    if os.environ.get(RUN_FOLDER_ENV):
+        return Path(os.environ[RUN_FOLDER_ENV])
+    if os.environ.get("SLURM_JOB_ID") and (t.num_nodes > 1 or t.devices != 1):
+        return out.resolve() / slug / f"slurm-{os.environ['SLURM_JOB_ID']}"
+    return new_run_folder(out, slug)
+
+
+def resume(run: Path, data: Path | None = None, overrides: list[str] | None = None,
+           progress: bool = True) -> TrainResult:
+    """Continue an interrupted run in its own folder from `checkpoints/last.ckpt` (weights, optimizer,
+    scheduler, epoch, step, callbacks and random state); `overrides` apply on top of its entry."""
+    from .entry import load_entry
+
+    run = Path(run).resolve()
+    info_path = run / RUN_FILE
+    if not (run / ENTRY_FILE).is_file() or not info_path.is_file():
+        raise RunError(f"{run}: not a run folder (no {ENTRY_FILE} / {RUN_FILE})")
+    info = json.loads(info_path.read_text())
+    if info.get("status") == "complete":
+        raise RunError(f"{run}: the run is complete; nothing to resume (train a new run, or --set a larger "
+                       "training.max_epochs on a new run initialised from it)")
+    if not (run / CHECKPOINTS / "last.ckpt").is_file():
+        raise RunError(f"{run}: no {CHECKPOINTS}/last.ckpt to resume from (the run stopped before its first "
+                       "checkpoint); start it again")
+    if data is None:
+        if not info.get("data"):
+            raise RunError(f"{info_path}: does not record the data folder; give --data")
+        data = Path(info["data"])
+    entry = load_entry(run / ENTRY_FILE, overrides)
+    return train(entry, data, run.parent.parent, progress=progress, resume=run)
+
+
+def check_devices(entry: Entry) -> None:
+    """Devices the machine does not have: one line naming `config.mmv_zoo.training.devices`."""
+    t = entry.mmv.training
+    if t.devices == "auto":
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()
+    where = f"{entry.source}: config.mmv_zoo.training.devices: {t.devices}"
+    if t.accelerator == "gpu" or (t.accelerator == "auto" and gpus):
+        if gpus == 0:
+            return  # Lightning's own message (no GPU) names the accelerator
+        if t.devices > gpus:
+            raise EntryError(f"{where} GPUs requested but this machine has {gpus}; use 1 to {gpus}")
+    elif t.accelerator in ("auto", "cpu"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if t.devices > cores:
+            raise EntryError(f"{where} CPU processes requested but this machine has {cores} CPU core(s); "
+                             f"use 1 to {cores}")
+
+
+def _check_framework_options(entry: Entry, model: Any) -> None:
+    """Options Lightning applies only with automatic optimization (not the GAN frameworks)."""
+    t = entry.mmv.training
+    if getattr(model, "automatic_optimization", True):
+        return
+    used = [name for name, on in (("swa", t.swa is not None), ("gradient_clip_val", t.gradient_clip_val),
+                                  ("accumulate_grad_batches", t.accumulate_grad_batches > 1)) if on]
+    if used:
+        raise EntryError(f"{entry.source}: config.mmv_zoo.training.{used[0]}: not available for framework "
+                         f"{entry.mmv.framework} (it steps its own optimizers); remove it")
+
+
+def _loggers(entry: Entry, folder: Path) -> list[Any]:
+    from importlib.util import find_spec
+
     from pytorch_lightning.loggers import CSVLogger
+
+    out: list[Any] = [CSVLogger(save_dir=folder, name="logs", version="")]
+    for name in entry.mmv.training.loggers:
+        if name == "tensorboard":
+            if not (find_spec("tensorboard") or find_spec("tensorboardX")):
+                raise EntryError(f"{entry.source}: config.mmv_zoo.training.loggers: tensorboard needs the "
+                                 "tensorboard package: pip install 'mmv_zoo[tensorboard]'")
+            from pytorch_lightning.loggers import TensorBoardLogger
+
+            out.append(TensorBoardLogger(save_dir=folder, name="tensorboard", version=""))
+        elif name == "mlflow":
+            if not find_spec("mlflow"):
+                raise EntryError(f"{entry.source}: config.mmv_zoo.training.loggers: mlflow needs the mlflow "
+                                 "package: pip install 'mmv_zoo[mlflow]'")
+            from pytorch_lightning.loggers import MLFlowLogger
+
+            out.append(MLFlowLogger(experiment_name=entry.slug, run_name=folder.name,
+                                    tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")))
+    return out
+
+
+def check_disk_space(folder: Path, model: Any, entry: Entry, extra_bytes: int = 0) -> None:
+    """Fail before training when the run's checkpoints (weights + optimizer state, each kept one plus
+    a temporary copy) and `extra_bytes` (a data cache) would not fit on the output's disk."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    n_params = sum(p.numel() * p.element_size() for p in model.parameters())
+    keep = max(entry.mmv.training.checkpoint.save_top_k, 1) + 2  # best(s), last, last's temporary copy
+    need = n_params * 3 * keep + extra_bytes + (16 << 20)  # weights + two optimizer moments; logs
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise OutputError(f"{folder}: too little free disk space ({free / 2**20:.0f} MiB free on {existing}, "
+                          f"the run needs about {need / 2**20:.0f} MiB for checkpoints"
+                          f"{' and the data cache' if extra_bytes else ''})")
+
+
+def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = True,
+          resume: Path | None = None, callbacks: list[Any] | None = None) -> TrainResult:
+    """Check all data, train, and write `out/<entry>/<run-id>/` (run.json says `complete` at the end).
+
+    `resume`: a run folder to continue from its `checkpoints/last.ckpt` (see `resume()`);
+    `callbacks`: extra Lightning callbacks (e.g. timers)."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 
     from .data.module import data_module
     from .registry import framework_class
+    from .training_callbacks import LastCheckpoint, StopOnNonFiniteLoss, explain_failure
 
     t0 = time.time()
     mmv = entry.mmv
     t = mmv.training
-    if t.devices != 1:
-        raise EntryError(f"{entry.source}: config.mmv_zoo.training.devices: {t.devices!r}; multi-device "
-                         "training is not available yet, use 1")
+    check_devices(entry)
     check_writable(out)
     datamodule = data_module(entry, Path(data))
-    datamodule.prepare()  # every file read and checked before the run folder exists
+    datamodule.prepare()  # every file checked before the run folder exists
     pl.seed_everything(t.seed, workers=True, verbose=False)
     model = framework_class(mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)  # checks init_from too
+    _check_framework_options(entry, model)
+    if getattr(datamodule.train_set, "exclusion", False) and not hasattr(model, "compute_loss"):
+        raise EntryError(f"{entry.source}: config.mmv_zoo.data.layout: exclusion masks weight the loss of "
+                         f"framework fcn; framework {mmv.framework} does not use them")
 
-    folder = new_run_folder(out, entry.slug)
+    rank = process_rank()
+    folder = Path(resume) if resume is not None else _run_folder(out, entry.slug, t)
+    if rank == 0:
+        check_disk_space(folder, model, entry, getattr(datamodule, "cache_bytes_needed", lambda: 0)())
     monitor = t.checkpoint_monitor
-    checkpoint = ModelCheckpoint(dirpath=folder / CHECKPOINTS, filename="best", monitor=monitor,
-                                 mode="min" if monitor == "val_loss" else "max", save_last=True)
-    callbacks: list[Any] = [checkpoint]
-    if progress:
+    mode = "min" if monitor == "val_loss" else "max"
+    checkpoint = ModelCheckpoint(dirpath=folder / CHECKPOINTS, filename="best", monitor=monitor, mode=mode,
+                                 save_top_k=t.checkpoint.save_top_k, every_n_epochs=t.checkpoint.every_n_epochs,
+                                 save_last=False)
+    last = LastCheckpoint(folder / CHECKPOINTS / "last.ckpt", t.checkpoint.last_every_n_steps)
+    callbacks = [checkpoint, last, StopOnNonFiniteLoss(), *(callbacks or [])]
+    early = None
+    if t.early_stopping is not None:
+        es = t.early_stopping
+        early = EarlyStopping(monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
+                              mode="min" if es.monitor == "val_loss" else "max", check_finite=True)
+        callbacks.append(early)
+    if t.swa is not None:
+        callbacks.append(StochasticWeightAveraging(
+            swa_lrs=t.swa.swa_lrs, swa_epoch_start=t.swa.swa_epoch_start,
+            annealing_epochs=t.swa.annealing_epochs, annealing_strategy=t.swa.annealing_strategy))
+    if progress and rank == 0:
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=False))
     quiet_lightning()
+    loggers = _loggers(entry, folder)
     try:  # settings the machine cannot honour (accelerator: gpu without one, ...) fail here, before any file
         trainer = pl.Trainer(
-            accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=t.max_epochs,
-            max_steps=t.max_steps, max_time=None if t.max_time is None else {"seconds": round(t.max_time * 60)},
-            check_val_every_n_epoch=t.check_val_every_n_epoch,
-            logger=CSVLogger(save_dir=folder, name="logs", version=""), callbacks=callbacks,
-            enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1,
-            reload_dataloaders_every_n_epochs=1, default_root_dir=folder,
+            accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+            precision=t.precision, max_epochs=t.max_epochs, max_steps=t.max_steps,
+            max_time=None if t.max_time is None else {"seconds": round(t.max_time * 60)},
+            accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
+            gradient_clip_algorithm=t.gradient_clip_algorithm if t.gradient_clip_val else None,
+            deterministic=t.deterministic or None, check_val_every_n_epoch=t.check_val_every_n_epoch,
+            logger=loggers, callbacks=callbacks, enable_progress_bar=progress and rank == 0,
+            enable_model_summary=False, log_every_n_steps=1, reload_dataloaders_every_n_epochs=1,
+            default_root_dir=folder,
         )
     except Exception as e:  # Lightning's MisconfigurationException and friends
         raise EntryError(f"{entry.source}: config.mmv_zoo.training: {str(e).splitlines()[0]}") from None
-    try:
-        folder.mkdir(parents=True)
-        (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
-        (folder / RUN_FILE).write_text(json.dumps({"entry": entry.slug, "status": "running"}))
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
-    trainer.fit(model, datamodule=datamodule)
-    if trainer.interrupted:  # Lightning turns Ctrl-C into a graceful stop: the run is not complete
-        raise RunError(f"{folder}: training interrupted after {trainer.global_step} steps; the folder keeps "
-                       "its checkpoints but is not a complete run")
+    if resume is not None:
+        from .entry import load_entry
+        from .training_callbacks import ScaleLearningRate
 
-    metrics = folder / "metrics.csv"
-    shutil.copyfile(folder / "logs" / "metrics.csv", metrics)
+        old_lr = load_entry(folder / ENTRY_FILE).mmv.training.optimizer.lr  # before it is rewritten
+        if old_lr != t.optimizer.lr:
+            trainer.callbacks.append(ScaleLearningRate(t.optimizer.lr / old_lr))
+    if rank == 0:
+        _start_run_file(folder, entry, data, resume)
+        if resume is not None:
+            _keep_earlier_metrics(folder)
+    previous = os.environ.get(RUN_FOLDER_ENV)
+    os.environ[RUN_FOLDER_ENV] = str(folder)  # DDP processes started by re-running the command find it
+    try:
+        ckpt = str(folder / CHECKPOINTS / "last.ckpt") if resume is not None else None
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False if ckpt else None)
+    except SystemExit:  # Ctrl-C (Lightning exits after a graceful stop) or SIGTERM: last.ckpt is saved
+        if rank == 0:
+            _update_run_file(folder, status="interrupted", steps=trainer.global_step)
+        raise RunError(f"{folder}: training interrupted at epoch {trainer.current_epoch}, step "
+                       f"{trainer.global_step}; continue it with: mmv-zoo train --resume {folder}") from None
+    except Exception as e:
+        explained = explain_failure(e, trainer, entry, folder)
+        if explained is None:
+            raise
+        if rank == 0:
+            _update_run_file(folder, status="failed", error=str(explained))
+        raise explained from None
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_FOLDER_ENV, None)
+        else:
+            os.environ[RUN_FOLDER_ENV] = previous
+    if trainer.interrupted:
+        raise RunError(f"{folder}: training interrupted after {trainer.global_step} steps; continue it with: "
+                       f"mmv-zoo train --resume {folder}")
+    last_path = folder / CHECKPOINTS / "last.ckpt"
+    if trainer.global_rank != 0 or rank != 0:
+        return TrainResult(folder, last_path, last_path, folder / "metrics.csv", None, None,
+                           round(time.time() - t0, 1), rank=max(rank, trainer.global_rank))
+
+    metrics = merge_metrics(folder)
     metric_name = getattr(model, "metric_name", None) or (
         "val foreground Dice" if mmv.task == "segmentation" else "val Pearson r")
     plot = plot_metrics(metrics, folder / "loss_curve.png", metric_name)
-    last = folder / CHECKPOINTS / "last.ckpt"
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last  # no validation ran
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last_path  # no validation ran
     score = checkpoint.best_model_score
+    previous_info = json.loads((folder / RUN_FILE).read_text())
     info = {
         "entry": entry.slug,
         "status": "complete",
@@ -107,17 +288,89 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         "data": str(Path(data).resolve()),
         "train_files": datamodule.train_files,
         "val_files": datamodule.val_files,
+        "skipped_files": getattr(datamodule, "skipped_files", []),
         "best_checkpoint": str(best.relative_to(folder)),
-        "last_checkpoint": str(last.relative_to(folder)),
+        "last_checkpoint": str(last_path.relative_to(folder)),
         "monitor": monitor,
         "best_score": float(score) if score is not None else None,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
+        "stopped_early": bool(early is not None and early.stopped_epoch > 0),
+        "devices": trainer.world_size,
+        "resumed": previous_info.get("resumed", 0) + (resume is not None),
         "seconds": round(time.time() - t0, 1),
         "versions": _versions(),
     }
-    (folder / RUN_FILE).write_text(json.dumps(info, indent=1))
-    return TrainResult(folder, best, last, metrics, plot, info["best_score"], info["seconds"])
+    _write_json(folder / RUN_FILE, info)
+    return TrainResult(folder, best, last_path, metrics, plot, info["best_score"], info["seconds"],
+                       skipped=list(info["skipped_files"]))
+
+
+def _keep_earlier_metrics(folder: Path) -> None:
+    """Lightning's CSV logger starts a resumed run's file afresh: keep the earlier part beside it."""
+    logs = folder / "logs" / "metrics.csv"
+    if logs.is_file():
+        n = len(list(logs.parent.glob("metrics.part*.csv")))
+        os.replace(logs, logs.with_name(f"metrics.part{n}.csv"))
+
+
+def merge_metrics(folder: Path) -> Path:
+    """`metrics.csv` of the whole run: the parts before each resume (rows up to where the next part
+    took over) and the last part, columns united."""
+    import csv
+
+    parts = sorted((folder / "logs").glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):]))
+    parts.append(folder / "logs" / "metrics.csv")
+    tables = []
+    for part in parts:
+        if part.is_file():
+            with part.open(newline="") as f:
+                tables.append(list(csv.DictReader(f)))
+    rows: list[dict[str, str]] = []
+    for i, table in enumerate(tables):
+        if i + 1 < len(tables) and tables[i + 1]:  # the next part redid everything after its first step
+            first = min(int(r["step"]) for r in tables[i + 1] if r.get("step", "").isdigit())
+            table = [r for r in table if r.get("step", "").isdigit() and int(r["step"]) < first]
+        rows += table
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    out = folder / "metrics.csv"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns or ["epoch", "step"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def _write_json(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, path)
+
+
+def _start_run_file(folder: Path, entry: Entry, data: Path, resume: Path | None) -> None:
+    """Create the folder, the resolved entry and `run.json` (status running) — or mark a resumed run running."""
+    try:
+        if resume is not None:
+            info = json.loads((folder / RUN_FILE).read_text())
+            info.update(status="running", resumed=info.get("resumed", 0))
+            (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
+            _write_json(folder / RUN_FILE, info)
+            return
+        folder.mkdir(parents=True, exist_ok=bool(os.environ.get("SLURM_JOB_ID")))
+        (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
+        _write_json(folder / RUN_FILE, {"entry": entry.slug, "status": "running",
+                                        "entry_source": str(entry.source) if entry.source else None,
+                                        "data": str(Path(data).resolve()),
+                                        "started": datetime.now().isoformat(timespec="seconds")})
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
+
+
+def _update_run_file(folder: Path, **fields: Any) -> None:
+    with contextlib.suppress(OSError, json.JSONDecodeError):
+        info = json.loads((folder / RUN_FILE).read_text())
+        info.update(fields)
+        _write_json(folder / RUN_FILE, info)
 
 
 def quiet_lightning() -> None:
@@ -125,10 +378,12 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                 "pytorch_lightning.trainer.connectors.checkpoint_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # a resumed run's own folder
 
 
 def _versions() -> dict[str, str]:

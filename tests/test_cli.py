@@ -226,7 +226,7 @@ def test_settings_the_machine_cannot_honour(capsys, data_2d, tmp_path):
     assert_clean_error(code, err, "config.mmv_zoo.training")
     assert not out.exists()
     code, _, err = run_cli(["train", "nuclei_semseg_2d", "--data", str(data_2d), "--out", str(out),
-                            "--set", "training.devices=2"], capsys)
+                            "--set", "training.devices=4096"], capsys)
     assert_clean_error(code, err, "training.devices", "use 1")
     assert not out.exists()
 

@@ -117,22 +117,39 @@ def schema() -> None:
 
 @app.command()
 def train(
-    entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")],
-    data: Annotated[Path, typer.Option("--data", help="Training data folder (laid out as the entry says).")],
+    entry: Annotated[str | None, typer.Argument(help="Entry name, folder or rdf.yaml (not with --resume).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Training data folder (laid out as the entry says; "
+                                                             "with --resume: default the run's).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Runs folder; the run goes to OUT/<entry>/<run-id>/.")] = Path(
         "runs"
     ),
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run folder from its "
+                                                                 "checkpoints/last.ckpt, in the same folder.")] = None,
     set_: SetOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train an entry on your data with PyTorch Lightning (GPU when there is one, else CPU)."""
-    from ..entry import load_entry
-    from ..train import train as run_training
+    """Train an entry on your data with PyTorch Lightning (GPU when there is one, else CPU), or resume a run."""
+    from ..errors import EntryError
 
-    e = load_entry(entry, set_)
-    result = run_training(e, data, out, progress=progress)
+    if resume is not None:
+        if entry is not None:
+            raise EntryError(f"--resume {resume}: give the run folder only (its rdf.yaml is the entry), not {entry}")
+        from ..train import resume as resume_training
+
+        result = resume_training(resume, data, set_, progress=progress)
+    else:
+        if entry is None or data is None:
+            raise EntryError("train: give ENTRY and --data DIR (or --resume RUN)")
+        from ..entry import load_entry
+        from ..train import train as run_training
+
+        e = load_entry(entry, set_)
+        result = run_training(e, data, out, progress=progress)
+    if result.rank:  # another DDP process: rank 0 reports
+        return
     console = _console()
-    console.print(f"[bold green]trained[/bold green] {e.slug} in {result.seconds:.0f} s", highlight=False)
+    console.print(f"[bold green]trained[/bold green] {result.folder.parent.name} in {result.seconds:.0f} s",
+                  highlight=False)
     console.print(f"  run folder       {result.folder}", highlight=False, soft_wrap=True)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     console.print(f"  best checkpoint  {result.best_checkpoint} (score {score})", highlight=False, soft_wrap=True)
@@ -141,6 +158,30 @@ def train(
     if result.loss_plot:
         console.print(f"  loss curve       {result.loss_plot}", highlight=False, soft_wrap=True)
     console.print(f"  resolved entry   {result.folder / 'rdf.yaml'}", highlight=False, soft_wrap=True)
+    for problem in result.skipped:
+        console.print(f"  [yellow]skipped[/yellow]          {problem}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def tune(
+    what: Annotated[str, typer.Argument(help="lr (learning-rate finder) or batch-size (largest batch that fits).")],
+    entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")],
+    data: Annotated[Path, typer.Option("--data", help="Training data folder (laid out as the entry says).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned entry (default "
+                                                           "tuned/<entry>/rdf.yaml).")] = None,
+    steps: Annotated[int, typer.Option(min=10, help="lr: training steps of the range test.")] = 60,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="batch-size: stop doubling here.")] = 256,
+    set_: SetOption = None,
+) -> None:
+    """Run Lightning's learning-rate finder or batch-size scaler and write the result into a resolved entry."""
+    from ..entry import load_entry
+    from ..tune import tune as run_tune
+
+    e = load_entry(entry, set_)
+    result = run_tune(what, e, data, out, num_training=steps, max_batch_size=max_batch_size)
+    _console().print(f"[bold green]{result.field}[/bold green] {result.value:g} (was {result.before:g})\n"
+                     f"  tuned entry  {result.entry_file}\n  train with   mmv-zoo train {result.entry_file} "
+                     f"--data {data}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -232,6 +273,73 @@ def _range_option(name: str, value: str | None) -> tuple[int, int] | None:
         return int(value), int(value) + 1
     except ValueError:
         raise DataError(f"{name} {value!r}: expected START:STOP or one index, e.g. 0:5 or 3") from None
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Labelled data folder, laid out as the entry's data "
+                                                      "(e.g. images/ and labels/, or its CSV).")],
+    source: Annotated[str | None, typer.Argument(help="What predict takes: a run folder, checkpoint, BioImage.IO "
+                                                      "package or zoo entry with weights. With --predictions it "
+                                                      "only gives the task, classes and data layout.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default evaluation/<source name>/): "
+                                                           "metrics.csv, evaluation.png, predictions/.")] = None,
+    predictions: Annotated[Path | None, typer.Option(help="Score the images already in this folder (matched to "
+                                                          "sources by file name) instead of predicting.")] = None,
+    task: Annotated[str | None, typer.Option(help="regression, segmentation or instance; needed when SOURCE "
+                                                  "does not say (no SOURCE, or anyone's package).")] = None,
+    split: Annotated[str, typer.Option(help="all: every pair in --data; val: the pairs the run held back "
+                                            "for validation.")] = "all",
+    trust_code: Annotated[bool, typer.Option(help="Packages: allow pytorch_state_dict weights (runs the "
+                                                  "package's own Python code).")] = False,
+) -> None:
+    """Score a model on labelled data with the paper's metrics: Pearson, SSIM and PSNR (regression), F1 and
+    IoU per class (segmentation), AP at IoU 0.5 and mean AP 0.5-0.95 (instances); prints a table and writes
+    metrics.csv and a figure (input | prediction | truth | errors)."""
+    from rich.table import Table
+
+    from ..evaluate import evaluate as run_evaluation
+
+    console = _console()
+
+    def report(r) -> None:
+        console.print(f"[green]scored[/green] {r.name}", highlight=False, soft_wrap=True)
+
+    result = run_evaluation(source, data, out, predictions=predictions, task=task, split=split,
+                            trust_code=trust_code, on_image=report)
+    n = len(result.images)
+    table = Table(title=f"{result.task} scores ({n} image{'s' if n != 1 else ''})")
+    counts = [c for c in ("n_true", "n_pred", "tp50", "fp50", "fn50") if c in result.columns]  # one column
+    shown = [c for c in result.columns if c not in counts]
+    table.add_column("image", overflow="fold")
+    for col in shown:
+        table.add_column(col, justify="right", no_wrap=True)
+    if counts:
+        table.add_column("true/pred: tp/fp/fn", justify="right", no_wrap=True)
+
+    def cells(row: dict, with_counts: bool = True) -> list[str]:
+        got = [_score_text(row[c]) for c in shown]
+        if counts:
+            got.append(f"{row['n_true']}/{row['n_pred']}: {row['tp50']}/{row['fp50']}/{row['fn50']}"
+                       if with_counts else "")
+        return got
+
+    for i, r in enumerate(result.images):
+        table.add_row(r.name, *cells(r.scores), end_section=i == len(result.images) - 1)
+    for label, row in result.summary.items():
+        table.add_row(f"[bold]{label}[/bold]", *(f"[bold]{v}[/bold]" for v in cells(row, label != "mean")))
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
+    console.print(f"  metrics      {result.metrics_csv}", highlight=False, soft_wrap=True)
+    console.print(f"  figure       {result.figure}", highlight=False, soft_wrap=True)
+    console.print(f"  predictions  {result.predictions}", highlight=False, soft_wrap=True)
+
+
+def _score_text(v: float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.4f}" if abs(v) < 1e6 else f"{v:g}"
 
 
 @app.command()

@@ -1,11 +1,42 @@
-"""What every patch data module shares: loaders over a training and a validation patch dataset."""
+"""What every patch data module shares: loaders over a training and a validation patch dataset.
+
+The training loader shuffles with a generator seeded by (seed, epoch) and can be resumed mid-epoch:
+its state is the number of batches the trainer has processed in the epoch, and a loader restored
+from a checkpoint skips that many, so a resumed run sees the batches an uninterrupted one would.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose `state_dict` is the batches processed so far in the epoch (asked from
+    `consumed`); after `load_state_dict` the next iteration starts after them."""
+
+    def __init__(self, *args: Any, consumed: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumed = consumed
+        self._skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"consumed": int(self.consumed()) if self.consumed is not None else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("consumed", 0))
+
+    def __iter__(self) -> Iterator[Any]:
+        it = super().__iter__()
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):
+            if next(it, None) is None:
+                break
+        return it
 
 
 class PatchDataModule(pl.LightningDataModule):
@@ -18,19 +49,37 @@ class PatchDataModule(pl.LightningDataModule):
     def prepare(self) -> None:
         raise NotImplementedError
 
+    @property
+    def batch_size(self) -> int:
+        """The entry's training.batch_size (Lightning's batch-size finder sets it here)."""
+        return self.entry.mmv.training.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.entry.mmv.training.batch_size = int(value)
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
-    def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
+    def _consumed(self) -> int:
+        trainer = self.trainer
+        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _loader(self, dataset: Any, shuffle: bool, epoch: int = 0) -> DataLoader:
         t = self.entry.mmv.training
-        return DataLoader(dataset, batch_size=t.batch_size, shuffle=shuffle, num_workers=t.num_workers,
-                          persistent_workers=t.num_workers > 0, drop_last=False)
+        common = {"batch_size": t.batch_size, "num_workers": t.num_workers,
+                  "persistent_workers": t.num_workers > 0, "drop_last": False}
+        if not shuffle:
+            return DataLoader(dataset, shuffle=False, **common)
+        generator = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        return ResumableLoader(dataset, sampler=RandomSampler(dataset, generator=generator),
+                               consumed=self._consumed, **common)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        if self.trainer is not None:
-            self.train_set.set_epoch(self.trainer.current_epoch)
-        return self._loader(self.train_set, shuffle=True)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.train_set.set_epoch(epoch)
+        return self._loader(self.train_set, shuffle=True, epoch=epoch)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None

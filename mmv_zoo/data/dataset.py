@@ -1,8 +1,13 @@
 """Patch datasets of normalized images: random patches with augmentation for training, a fixed set of
-patches for validation. 2D and 3D share every line (arrays are C, [Z], Y, X)."""
+patches for validation. 2D and 3D share every line (arrays are C, [Z], Y, X).
+
+Images are held in memory, or — with the persistent cache or partial loading — loaded when an epoch
+first needs them (memory-mapped from the cache) and released when partial loading moves on.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +20,28 @@ from ..io.read import read_image, select_channels
 from ..transforms.normalize import normalize
 from .pairs import Pair
 
+MAX_FOREGROUND_POINTS = 20_000
+"""Foreground pixels remembered per image for foreground-weighted sampling (a random subset)."""
+
 
 @dataclass
 class LoadedPair:
     name: str
     source: np.ndarray  # float32 (C, [Z], Y, X), normalized
     target: np.ndarray  # float32 for regression, int64 (1, ...) class ids for segmentation
+    exclusion: np.ndarray | None = None  # uint8 (1, ...): 1 where a pixel is taken out of the loss
+
+
+def load_exclusion(pair: Pair, dims: int, spatial: tuple[int, ...]) -> np.ndarray | None:
+    """The pair's exclusion mask as uint8 (1, ...) (any channel non-zero: excluded), checked against
+    the source's spatial shape."""
+    if pair.exclusion is None:
+        return None
+    mask = read_image(pair.exclusion, dims).data
+    if mask.shape[1:] != spatial:
+        raise DataError(f"{pair.exclusion}: exclusion mask shape {tuple(mask.shape[1:])} differs from its source "
+                        f"{pair.source.name} {spatial} (data.layout.exclusion)")
+    return (mask != 0).any(axis=0, keepdims=True).astype(np.uint8)
 
 
 def load_pair(pair: Pair, entry: Any) -> LoadedPair:
@@ -33,6 +54,7 @@ def load_pair(pair: Pair, entry: Any) -> LoadedPair:
             f"{pair.target}: shape {tuple(tgt_img.data.shape[1:])} differs from its source "
             f"{pair.source.name} {tuple(src.shape[1:])}"
         )
+    exclusion = load_exclusion(pair, dims, tuple(src.shape[1:]))
     source = normalize(src, mmv.data.normalization.source)
     if mmv.task == "segmentation":
         if tgt_img.data.shape[0] != 1:
@@ -55,7 +77,7 @@ def load_pair(pair: Pair, entry: Any) -> LoadedPair:
     else:
         tgt = select_channels(tgt_img, entry.out_channels)
         target = normalize(tgt, mmv.data.normalization.target)
-    return LoadedPair(pair.name, source, target)
+    return LoadedPair(pair.name, source, target, exclusion)
 
 
 def pad_to(x: np.ndarray, size: list[int]) -> np.ndarray:
@@ -67,44 +89,129 @@ def pad_to(x: np.ndarray, size: list[int]) -> np.ndarray:
     return np.pad(x, pad, mode=mode)
 
 
-class PatchDataset(Dataset):
-    """`patches_per_image` random patches per image and epoch, flipped and rotated at random."""
+def foreground_points(target: np.ndarray, seed: int) -> np.ndarray:
+    """Flat indices (into the spatial shape) of up to MAX_FOREGROUND_POINTS foreground pixels: labels
+    above 0, or for intensities the pixels above the target's 90th percentile."""
+    t = np.asarray(target[0])
+    fg = t > 0 if np.issubdtype(t.dtype, np.integer) else t > np.percentile(t, 90)
+    points = np.flatnonzero(fg)
+    if len(points) > MAX_FOREGROUND_POINTS:
+        points = np.sort(np.random.default_rng(seed).choice(points, MAX_FOREGROUND_POINTS, replace=False))
+    return points
 
-    def __init__(self, pairs: list[LoadedPair], patch: list[int], patches_per_image: int, augment: Any,
-                 seed: int = 0) -> None:
-        self.pairs = [LoadedPair(p.name, pad_to(p.source, patch), pad_to(p.target, patch)) for p in pairs]
+
+class PatchDataset(Dataset):
+    """`patches_per_image` random patches per image and epoch, flipped and rotated at random.
+
+    `pairs` are LoadedPairs, or Pairs that `loader` loads when an epoch first needs them. With
+    `partial` (files_per_epoch, refresh_every) an epoch draws from a seeded random subset of the
+    images, and images outside it are released. `foreground_fraction` of the patches are centred on
+    a foreground pixel. With `exclusion` items are (source, target, keep) where keep (float, 0 on
+    excluded pixels) weights the loss."""
+
+    def __init__(self, pairs: Sequence[LoadedPair | Pair], patch: list[int], patches_per_image: int, augment: Any,
+                 seed: int = 0, *, loader: Callable[[Pair], LoadedPair] | None = None,
+                 partial: tuple[int, int] | None = None, foreground_fraction: float = 0.0,
+                 exclusion: bool | None = None) -> None:
+        self.items = list(pairs)
+        self.loader = loader
         self.patch = list(patch)
         self.per_image = patches_per_image
         self.augment = augment
         self.seed = seed
+        self.partial = partial
+        self.foreground_fraction = foreground_fraction
+        self.exclusion = exclusion if exclusion is not None else any(
+            getattr(p, "exclusion", None) is not None for p in self.items)
+        self._loaded: dict[int, LoadedPair] = {}
+        self._points: dict[int, np.ndarray] = {}
         self.epoch = 0
+        self.active = self._active(0)
+
+    @property
+    def pairs(self) -> list[LoadedPair]:
+        """Every pair, loaded (in memory datasets; a lazy one loads them all)."""
+        return [self.get(i) for i in range(len(self.items))]
+
+    def _active(self, epoch: int) -> list[int]:
+        n = len(self.items)
+        if self.partial is None or self.partial[0] >= n:
+            return list(range(n))
+        files, refresh = self.partial
+        rng = np.random.default_rng((self.seed, 7919, epoch // refresh))
+        return sorted(int(i) for i in rng.choice(n, files, replace=False))
 
     def __len__(self) -> int:
-        return len(self.pairs) * self.per_image
+        return len(self.active) * self.per_image
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.active = self._active(epoch)
+        if self.partial is not None:  # release what the new subset does not use
+            keep = set(self.active)
+            for i in [i for i in self._loaded if i not in keep]:
+                del self._loaded[i]
+                self._points.pop(i, None)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, i: int) -> LoadedPair:
+        """Image i, padded to the patch size (loaded now if it is not in memory)."""
+        if i not in self._loaded:
+            item = self.items[i]
+            if isinstance(item, Pair):
+                if self.loader is None:
+                    raise TypeError("PatchDataset of Pairs needs a loader")
+                item = self.loader(item)
+            self._loaded[i] = LoadedPair(item.name, pad_to(item.source, self.patch), pad_to(item.target, self.patch),
+                                         None if item.exclusion is None else pad_to(item.exclusion, self.patch))
+        return self._loaded[i]
+
+    def _start(self, i: int, pair: LoadedPair, rng: np.random.Generator) -> list[int]:
+        shape = pair.source.shape[1:]
+        if self.foreground_fraction and rng.random() < self.foreground_fraction:
+            if i not in self._points:
+                self._points[i] = foreground_points(pair.target, self.seed + i)
+            points = self._points[i]
+            if len(points):
+                centre = np.unravel_index(int(points[rng.integers(len(points))]), shape)
+                return [int(min(max(c - p // 2, 0), n - p)) for c, p, n in zip(centre, self.patch, shape, strict=True)]
+        return [int(rng.integers(0, n - p + 1)) for n, p in zip(shape, self.patch, strict=True)]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        pair = self.pairs[index // self.per_image]
-        starts = [int(rng.integers(0, n - p + 1)) for n, p in zip(pair.source.shape[1:], self.patch, strict=True)]
+        i = self.active[index // self.per_image]
+        pair = self.get(i)
+        starts = self._start(i, pair, rng)
         window = (slice(None), *(slice(s, s + p) for s, p in zip(starts, self.patch, strict=True)))
-        x, y = pair.source[window], pair.target[window]
-        x, y = augment(x, y, rng, self.augment)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        arrays = [pair.source[window], pair.target[window]]
+        if self.exclusion:
+            arrays.append(np.zeros_like(pair.target[window], dtype=np.uint8) if pair.exclusion is None
+                          else pair.exclusion[window])
+        arrays = augment_many(arrays, rng, self.augment)
+        x = torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32))
+        y = np.ascontiguousarray(arrays[1])
+        y = torch.from_numpy(y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y.astype(np.float32))
+        if not self.exclusion:
+            return x, y
+        keep = torch.from_numpy((np.ascontiguousarray(arrays[2]) == 0).astype(np.float32))
+        return x, y, keep
+
+
+def augment_many(arrays: list[np.ndarray], rng: np.random.Generator, settings: Any) -> list[np.ndarray]:
+    """The same random flips along every spatial axis and y-x rotation by multiples of 90 degrees on
+    all arrays (C, [Z], Y, X) of one sample."""
+    if settings is None:
+        return arrays
+    if settings.flip:
+        for axis in range(1, arrays[0].ndim):
+            if rng.random() < 0.5:
+                arrays = [np.flip(a, axis) for a in arrays]
+    if settings.rotate90 and arrays[0].shape[-1] == arrays[0].shape[-2]:
+        k = int(rng.integers(0, 4))
+        arrays = [np.rot90(a, k, axes=(-2, -1)) for a in arrays]
+    return arrays
 
 
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, settings: Any) -> tuple[np.ndarray, np.ndarray]:
     """The same random flips and y-x rotation by multiples of 90 degrees on source and target."""
-    spatial = range(1, x.ndim)
-    if settings is None:
-        return x, y
-    if settings.flip:
-        for axis in spatial:
-            if rng.random() < 0.5:
-                x, y = np.flip(x, axis), np.flip(y, axis)
-    if settings.rotate90 and x.shape[-1] == x.shape[-2]:
-        k = int(rng.integers(0, 4))
-        x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
-    return x, y
+    a, b = augment_many([x, y], rng, settings)
+    return a, b

@@ -40,6 +40,7 @@ class PairedDataModule(PatchDataModule):
         self.val_pairs: list[Pair] = []
         self.train_set: PatchDataset | None = None
         self.val_set: PatchDataset | None = None
+        self.skipped_files: list[str] = []
 
     @property
     def train_files(self) -> list[str]:
@@ -54,13 +55,12 @@ class PairedDataModule(PatchDataModule):
         """Find, read and check every file before training starts (errors name the file)."""
         if self.train_set is not None:
             return
-        data, training = self.entry.mmv.data, self.entry.mmv.training
-        self.train_pairs, self.val_pairs = split_pairs(self.root, data)
-        loaded = load_all(self.train_pairs + self.val_pairs, self.entry)
-        train, val = loaded[: len(self.train_pairs)], loaded[len(self.train_pairs) :]
-        self.train_set = PatchDataset(train, data.patch, training.patches_per_image, data.augment, training.seed)
-        self.val_set = PatchDataset(val, data.patch, max(2, training.patches_per_image // 2), None,
-                                    training.seed + 1)
+        from .loading import build_patch_sets
+
+        train_pairs, val_pairs = split_pairs(self.root, self.entry.mmv.data)
+        sets = build_patch_sets(train_pairs, val_pairs, self.entry)  # pre-flight check; data.on_bad_file
+        self.train_pairs, self.val_pairs, self.skipped_files = sets.train_pairs, sets.val_pairs, sets.skipped
+        self.train_set, self.val_set = sets.train_set, sets.val_set
 
 
 def data_module(entry: Any, root: Path) -> pl.LightningDataModule:

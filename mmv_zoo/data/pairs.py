@@ -16,6 +16,8 @@ from ..io.read import image_stem, is_image
 class Pair:
     source: Path
     target: Path
+    exclusion: Path | None = None
+    """Exclusion (cost) mask: non-zero pixels are taken out of the loss."""
 
     @property
     def name(self) -> str:
@@ -52,7 +54,15 @@ def paired_folders(root: Path, layout: Any) -> list[Pair]:
         if unmatched_tgt:
             parts.append(f"no source in {src_dir} for: {', '.join(targets[k].name for k in unmatched_tgt)}")
         raise DataError(f"{root}: unmatched files ({'; '.join(parts)})")
-    return [Pair(sources[k], targets[k]) for k in sorted(sources)]
+    masks: dict[str, Path] = {}
+    if getattr(layout, "exclusion", None):
+        mask_dir = root / layout.exclusion
+        masks = {k: p for p in _images(mask_dir) if (k := _strip(image_stem(p), layout.source_suffix)) is not None}
+        stray = sorted(set(masks) - set(sources))
+        if stray:
+            raise DataError(f"{mask_dir}: exclusion masks without a source image (data.layout.exclusion): "
+                            f"{', '.join(masks[k].name for k in stray[:10])}")
+    return [Pair(sources[k], targets[k], masks.get(k)) for k in sorted(sources)]
 
 
 def csv_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
@@ -64,7 +74,8 @@ def csv_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
         reader = csv.DictReader(f)
         rows = list(reader)
         columns = reader.fieldnames or []
-    needed = [layout.source_column, layout.target_column] + ([layout.split_column] if layout.split_column else [])
+    exclusion = getattr(layout, "exclusion_column", None)
+    needed = [layout.source_column, layout.target_column] + [c for c in (layout.split_column, exclusion) if c]
     missing = [c for c in needed if c not in columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; it has {columns}")
@@ -73,8 +84,9 @@ def csv_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
     pairs, splits, absent = [], [], []
     for i, row in enumerate(rows, start=2):
         src, tgt = path.parent / row[layout.source_column], path.parent / row[layout.target_column]
-        absent += [f"line {i}: {p}" for p in (src, tgt) if not p.exists()]
-        pairs.append(Pair(src, tgt))
+        mask = path.parent / row[exclusion] if exclusion and row[exclusion].strip() else None
+        absent += [f"line {i}: {p}" for p in (src, tgt, mask) if p is not None and not p.exists()]
+        pairs.append(Pair(src, tgt, mask))
         if layout.split_column:
             value = row[layout.split_column].strip().lower()
             if value not in ("train", "val"):

@@ -67,19 +67,33 @@ class FCN(pl.LightningModule):
     def inference_model(self) -> InferenceModel:
         return InferenceModel(self.net, softmax=self.segmentation)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.loss_fn(self(x), y)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0])
+    def compute_loss(self, out: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """The entry's loss; `keep` (B, 1, ...; 0 where an exclusion mask takes a pixel out) weights it."""
+        return self.loss_fn(out, y) if keep is None else self.loss_fn(out, y, keep)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y, *rest = batch
+        loss = self.compute_loss(self(x), y, rest[0] if rest else None)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=x.shape[0],
+                 sync_dist=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y, *rest = batch
+        keep = rest[0] if rest else None
         out = self(x)
-        loss = self.loss_fn(out, y)
+        loss = self.compute_loss(out, y, keep)
+        if keep is not None:  # the metric over counted pixels only
+            counted = keep[:, 0] > 0
+            if self.segmentation:
+                y = torch.where(counted[:, None], y, torch.zeros_like(y))
+                out = torch.where(counted[:, None], out, torch.nn.functional.one_hot(
+                    torch.zeros_like(y[:, 0]), out.shape[1]).movedim(-1, 1).to(out.dtype) * 1e4)
+            else:
+                out, y = out.movedim(1, -1)[counted], y.movedim(1, -1)[counted]
         metric = foreground_dice(out, y, self.entry.out_channels) if self.segmentation else pearson(out, y)
-        self.log("val_loss", loss, prog_bar=True, batch_size=x.shape[0])
-        self.log("val_metric", metric, prog_bar=True, batch_size=x.shape[0])
+        self.log("val_loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("val_metric", metric, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         t = self.entry.mmv.training

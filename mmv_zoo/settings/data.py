@@ -21,6 +21,9 @@ class PairedFolders(Strict):
     """Part of the source file name before the extension that is not shared with the target."""
     target_suffix: str = ""
     """Part of the target file name before the extension, e.g. `_labels` for `a.tif` / `a_labels.tif`."""
+    exclusion: str | None = None
+    """Folder (relative to --data) with exclusion (cost) masks named like the sources: non-zero pixels
+    are taken out of the loss (partially annotated data). A source without a mask keeps every pixel."""
 
 
 class CsvLayout(Strict):
@@ -32,6 +35,9 @@ class CsvLayout(Strict):
     target_column: str = "target"
     split_column: str | None = None
     """Optional column whose values `train` / `val` pre-split the rows."""
+    exclusion_column: str | None = None
+    """Optional column with an exclusion (cost) mask per row (empty: none): non-zero pixels are taken
+    out of the loss."""
 
 
 class UnpairedFolders(Strict):
@@ -132,6 +138,34 @@ class AugmentSettings(Strict):
     """Random multiples of 90 degrees in the y-x plane."""
 
 
+class PartialLoading(Strict):
+    """Hold only some training images at a time: a random subset, drawn anew every few epochs."""
+
+    files_per_epoch: int = Field(ge=1)
+    """Training images (pairs) an epoch draws its patches from."""
+    refresh_every: int = Field(default=1, ge=1)
+    """Draw a new subset every this many epochs (images of the old one are released)."""
+
+
+class CacheSettings(Strict):
+    """A persistent cache of the deterministic part of loading (read + normalize), as memory-mappable
+    `.npy` files: later runs (and epochs) read only the patches they need, not the files."""
+
+    enabled: bool = False
+    folder: str | None = None
+    """Where the cache lives (default: `$MMV_ZOO_CACHE/datasets`). An entry is keyed by the file's
+    path, size and modification time and by the normalization and channel settings, so changing
+    any of them recomputes it."""
+
+
+class PatchSampling(Strict):
+    """Where training patches come from."""
+
+    foreground_fraction: float = Field(default=0.0, ge=0, le=1)
+    """Share of patches centred on a random foreground pixel (segmentation: a label > 0; regression:
+    a target above its 90th percentile); the rest are uniform. 0: all uniform."""
+
+
 class DataSettings(Strict):
     layout: DataLayout = PairedFolders(layout="paired_folders")
     split: SplitSettings = RandomSplit(kind="random")
@@ -139,6 +173,13 @@ class DataSettings(Strict):
     """Training patch size per spatial axis ([y, x] or [z, y, x])."""
     normalization: NormalizationSettings = NormalizationSettings()
     augment: AugmentSettings = AugmentSettings()
+    cache: CacheSettings = CacheSettings()
+    partial: PartialLoading | None = None
+    """Partial loading for datasets that do not fit in memory (off when unset)."""
+    sampling: PatchSampling = PatchSampling()
+    on_bad_file: Literal["fail", "skip"] = "fail"
+    """A training file that cannot be read or does not fit the entry: `fail` (before training, listing
+    every bad file) or `skip` it (listed in run.json and on the console)."""
     labels: Literal["classes", "foreground"] = "classes"
     """Segmentation targets: `classes` keeps values as class ids; `foreground` maps any non-zero to 1
     (use it for instance label images)."""
