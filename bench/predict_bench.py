@@ -329,8 +329,10 @@ def memory_child(ckpt: str, image: str, out: str, budget: int) -> None:
 
 
 def memory_rows(args: argparse.Namespace, work: Path) -> None:
-    """Peak RSS of predict_files on a (2, 1, Z, Y, X) OME-Zarr image and one 2x per space axis, each in a
-    fresh process; prints one block."""
+    """Peak RSS of predict_files on a (2, 1, Z, Y, X) OME-Zarr image and one 8x larger (2x in Y, 4x in X),
+    each in a fresh process; prints one block."""
+    import math
+
     import numpy as np
 
     from mmv_zoo.nets.receptive_field import entry_halo
@@ -342,8 +344,8 @@ def memory_rows(args: argparse.Namespace, work: Path) -> None:
     halo, _ = entry_halo(entry, model.inference_model().eval())
     base = args.memory_size
     rows = []
-    for scale in (1, 2):
-        shape = tuple(s * scale for s in base)
+    for scale in ((1, 1, 1), (1, 2, 4)):  # 8x the voxels; the same Z, so that tiles can be alike
+        shape = tuple(s * k for s, k in zip(base, scale, strict=True))
         plan = plan_tiles(shape, rules, halo, args.memory_budget, border="image")
         data = np.random.default_rng(1).integers(100, 4000, size=(2, 1, *shape), dtype=np.uint16)
         src = write_image(work / f"mem_{scale}.ome.zarr", data)
@@ -362,7 +364,8 @@ def memory_rows(args: argparse.Namespace, work: Path) -> None:
           f"network {args.memory_network} ({', '.join(NETWORKS[args.memory_network] + args.set) or 'as shipped'}), "
           f"budget {args.memory_budget} voxels, load {fmt_load()}")
     for shape, plan, before, peak_mib, seconds in rows:
-        print(f"  2x1x{fmt_shape(shape):<14} tile {fmt_shape(plan.largest):<12} {len(plan):3d} tiles/frame  "
+        print(f"  2x1x{fmt_shape(shape):<14} tile {fmt_shape(plan.largest):<12} {len(plan):3d} tiles/frame "
+              f"({math.prod(plan.largest) / 1e6:.2f} M voxels)  "
               f"peak RSS {peak_mib:6.0f} MiB (imports {before:4.0f} MiB, then +{peak_mib - before:5.0f} MiB)  "
               f"{seconds:5.0f} s")
     (_, _, b0, p0, _), (_, _, b1, p1, _) = rows
@@ -387,10 +390,10 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first call takes a minute)")
     ap.add_argument("--memory-network", choices=sorted(NETWORKS), default="tiny")
     ap.add_argument("--memory-size", type=shape_arg, default=(32, 256, 256),
-                    help="Z,Y,X of the smaller 5D image of the memory test (the other is 2x per axis); keep it "
-                         "larger than one tile, or the two images are not tiled alike")
-    ap.add_argument("--memory-budget", type=int, default=64 * 128 * 128,
-                    help="voxels per tile in the memory test (small, so that both images are tiled alike)")
+                    help="Z,Y,X of the smaller 5D image of the memory test (the other is 2x in Y, 4x in X); keep "
+                         "it larger than one tile, or the two images are not tiled alike")
+    ap.add_argument("--memory-budget", type=int, default=300_000,
+                    help="voxels per tile in the memory test (small, so that both images get tiles of the same size)")
     ap.add_argument("--skip", action="append", default=[], choices=["volumes", "speedups", "memory"])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)

@@ -147,18 +147,22 @@ def cpu_inference(net: Any, spatial_dims: int) -> tuple[Any, Any]:
 def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_size: int = 1,
                   budget: int | None = None, blend: str = "cosine", options: Options | None = None,
                   finish: Callable[[np.ndarray], np.ndarray] | None = None, out: Any = None,
-                  stats: np.ndarray | None = None, on_tile: Callable[[int, int], None] | None = None) -> Any:
+                  stats: np.ndarray | Callable[[], np.ndarray] | None = None,
+                  on_tile: Callable[[int, int], None] | None = None) -> Any:
     """The network output for (C, [Z], Y, X) `x` (an array or a lazy tile source): (K, [Z], Y, X) float32,
     or whatever `finish` makes of each core, written into `out` if given.
 
-    Tiles are normalized with the image's statistics (from `stats`, default `x` itself) and cropped
+    Tiles are normalized with the image's statistics (from `stats`, an array or a callable returning
+    one; default `x` itself) and cropped
     by the network's measured receptive-field halo (the one the exported package declares), so the
     result does not depend on the tiling; tiles run on the model's device.
     """
     import torch
 
     opts = options or Options(overlap=overlap, batch_size=batch_size, budget=budget, blend=blend)
-    prepare = normalizer(np.asarray(x if stats is None else stats), entry.mmv.data.normalization.source)
+    sample = stats() if callable(stats) else stats  # a callable: the statistics' pixels are freed right here
+    prepare = normalizer(np.asarray(x if sample is None else sample), entry.mmv.data.normalization.source)
+    del sample
     net = model.inference_model().eval()
     device = next(net.parameters()).device
     halo, _ = entry_halo(entry, net)
@@ -224,7 +228,7 @@ class RunPredictor:
     def out_channels(self) -> int:
         return len(self.output_names())
 
-    def predict(self, x: Any, out: Any = None, stats: np.ndarray | None = None,
+    def predict(self, x: Any, out: Any = None, stats: Any = None,
                 on_tile: Callable[[int, int], None] | None = None) -> tuple[Any, list[str]]:
         """(C, [Z], Y, X) array or lazy source -> (postprocessed output, its channel names); the output
         goes into `out` (an array, or a callable making one) tile by tile."""

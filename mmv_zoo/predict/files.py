@@ -169,11 +169,14 @@ def _predict_scene(predictor: Any, src: ImageSource, scene: int, out: Path, sel:
 def _predict_frame(predictor: Any, frame: FrameSource, t: int, writer: Callable[..., Any],
                    on_tile: Callable[[int, int], None] | None) -> None:
     """Predict one frame into time point `t` of the output (streamed tile by tile for our runs)."""
-    sample = frame.stats_sample()
-    if np.issubdtype(sample.dtype, np.floating) and not np.isfinite(sample).all():
-        raise DataError(f"{frame.src.path}: time point {frame.t} holds NaN or infinite values; "
-                        "replace them (e.g. with 0) before predicting")
-    if hasattr(predictor, "predict"):
+    def sample() -> np.ndarray:
+        pixels = frame.stats_sample()
+        if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
+            raise DataError(f"{frame.src.path}: time point {frame.t} holds NaN or infinite values; "
+                            "replace them (e.g. with 0) before predicting")
+        return pixels
+
+    if hasattr(predictor, "predict"):  # the statistics' pixels are held only while they are computed
         names_box: dict[str, list[str]] = {}
 
         def target(channels: int, dtype: Any) -> Any:
@@ -183,7 +186,8 @@ def _predict_frame(predictor: Any, frame: FrameSource, t: int, writer: Callable[
         names_box["names"] = predictor.output_names()
         predictor.predict(frame, out=target, stats=sample, on_tile=on_tile)
         return
-    x = sample if sample.shape == frame.shape else frame.whole()
+    x = sample()
+    x = x if x.shape == frame.shape else frame.whole()
     y, names = predictor(x)
     region = writer(y.shape[0], y.dtype, names).region(t)
     region[...] = y if frame.dims == 3 else y[:, None]
