@@ -17,6 +17,7 @@ from .errors import EntryError
 from .overrides import apply_overrides
 from .settings import MmvZooSettings
 from .settings.base import Strict
+from .settings.embedseg import check_embedseg
 from .settings.gan import check_gan
 from .settings.messages import format_validation_error
 from .settings.training import REGRESSION_LOSSES, SEGMENTATION_LOSSES
@@ -189,6 +190,7 @@ class Entry(Strict):
                 f"config.mmv_zoo.data.patch: {patch} does not fit the {net.kind} network "
                 f"(sizes min + k*step with min/step {[(r.min, r.step) for r in rules]}); e.g. use {valid}"
             )
+        check_embedseg(self)  # task instance <-> framework embedseg, its loss and output channels
         loss = mmv.loss.kind
         if mmv.task == "segmentation":
             if loss not in SEGMENTATION_LOSSES:
@@ -204,12 +206,11 @@ class Entry(Strict):
                 raise ValueError(
                     "config.mmv_zoo.data.normalization.target: segmentation targets are class ids, use kind: none"
                 )
-        else:
-            if loss not in REGRESSION_LOSSES:
-                raise ValueError(
-                    f"config.mmv_zoo.loss.kind: {loss!r} is a segmentation loss; "
-                    f"regression takes {list(REGRESSION_LOSSES)}"
-                )
+        elif mmv.task == "regression" and loss not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"config.mmv_zoo.loss.kind: {loss!r} is a segmentation loss; "
+                f"regression takes {list(REGRESSION_LOSSES)}"
+            )
         if mmv.data.normalization.source.kind == "center" and dims != 3:
             raise ValueError("config.mmv_zoo.data.normalization.source: center normalization needs a z axis")
         weights = getattr(mmv.loss, "class_weights", None)

@@ -30,7 +30,8 @@ SAMPLE = ROOT / "mmv_zoo" / "sample_data" / "bbbc007" / "train"
 DEFAULT_CHECKER = ROOT.parent / "shared" / "tools" / "check_bioimageio_package.sh"
 FORMATS = "torchscript,onnx,pytorch_state_dict"
 TINY = {"fnet": ["network.depth=2", "network.mult_chan=4"], "unet": ["network.channels=[4,8,16]"],
-        "attention_unet": ["network.channels=[4,8,16]"]}
+        "attention_unet": ["network.channels=[4,8,16]"], "branched_erfnet": ["network.channels=[4,8,16]"],
+        "dyn_unet": ["network.filters=[4,8,16,32]"]}
 COMMON = ["training.max_epochs=1", "training.patches_per_image=2", "training.batch_size=2"]
 GAN = ("pix2pix", "cyclegan")
 
@@ -61,8 +62,18 @@ def tiny_data(entry, root: Path) -> tuple[Path, np.ndarray]:
             tifffile.imwrite(src / f"stack{i}.tif", noisy.clip(0, 65535).astype(np.uint16))
             if entry.mmv.task == "segmentation":
                 tifffile.imwrite(tgt / f"stack{i}.tif", (clean > np.median(clean)).astype(np.uint8))
+            elif entry.mmv.task == "instance":  # the blobs as instance labels
+                from scipy.ndimage import label
+
+                tifffile.imwrite(tgt / f"stack{i}.tif", label(clean > np.percentile(clean, 70))[0].astype(np.uint16))
             else:
                 tifffile.imwrite(tgt / f"stack{i}.tif", clean.astype(np.uint16))
+    if getattr(layout, "exclusion", None):  # exclusion masks (instance entries): one image with a masked corner
+        (root / layout.exclusion).mkdir()
+        first = sorted(src.iterdir())[0]
+        mask = np.zeros(tifffile.imread(first).shape[-entry.spatial_dims:], np.uint8)
+        mask[..., :8, :8] = 1
+        tifffile.imwrite(root / layout.exclusion / first.name, mask)
     return root, first_image(src)
 
 
@@ -77,7 +88,7 @@ def overrides(entry) -> list[str]:
     patch = "[32,32]" if entry.spatial_dims == 2 else "[16,32,32]" if gan else "[8,32,32]"
     net = list(TINY.get(entry.mmv.network.kind, []))
     strides = getattr(entry.mmv.network, "strides", None)
-    if net and strides is not None and entry.mmv.network.kind != "fnet":  # as many levels as the tiny channels
+    if net and strides is not None and entry.mmv.network.kind not in ("fnet", "dyn_unet"):  # levels of tiny channels
         net.append(f"network.strides={json.dumps(strides[:2])}")
     if gan:
         net.append(f"{entry.mmv.framework}.discriminator={{channels: 4, depth: 2}}")

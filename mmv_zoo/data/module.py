@@ -64,7 +64,11 @@ class PairedDataModule(PatchDataModule):
 
 
 def data_module(entry: Any, root: Path) -> pl.LightningDataModule:
-    """The data module the entry's layout needs: unpaired folders or pairs."""
+    """The data module the entry's layout needs: unpaired folders or pairs (instance labels for task instance)."""
+    if entry.mmv.task == "instance":
+        from .instances import InstanceDataModule
+
+        return InstanceDataModule(entry, root)
     if entry.mmv.data.layout.layout == "unpaired_folders":
         from .unpaired import UnpairedDataModule
 

@@ -70,6 +70,12 @@ def _fnet(s: Any, dims: int, cin: int, cout: int) -> NetworkRecipe:
         anisotropic_z=s.anisotropic_z))
 
 
+def _branched_erfnet(s: Any, dims: int, cin: int, cout: int) -> NetworkRecipe:
+    return NetworkRecipe("mmv_zoo.nets.erfnet", "BranchedERFNet", dict(
+        spatial_dims=dims, in_channels=cin, out_channels=cout, channels=list(s.channels), dropout=s.dropout,
+        anisotropic_z=s.anisotropic_z))
+
+
 def _python(s: Any, dims: int, cin: int, cout: int) -> NetworkRecipe:
     module, attr = s.target.split(":")
     kwargs = dict(s.kwargs)
@@ -87,6 +93,7 @@ RECIPES = {
     "swin_unetr": _swin_unetr,
     "unetr": _unetr,
     "fnet": _fnet,
+    "branched_erfnet": _branched_erfnet,
     "python": _python,
 }
 

@@ -231,11 +231,26 @@ class RunPredictor:
     def predict(self, x: Any, out: Any = None, stats: Any = None,
                 on_tile: Callable[[int, int], None] | None = None) -> tuple[Any, list[str]]:
         """(C, [Z], Y, X) array or lazy source -> (postprocessed output, its channel names); the output
-        goes into `out` (an array, or a callable making one) tile by tile."""
+        goes into `out` (an array, or a callable making one) tile by tile.
+
+        A framework whose postprocessing needs the whole image at once (instance clustering: objects
+        crossing tile borders stay whole) defines `finalize(options)` on the model, returning a
+        callable from the whole blended output (what `_finish` keeps of each tile) to the result, or
+        None; that output is then held in memory and the result written into `out` at the end."""
         finish, names = self._finish()
-        y = predict_array(self.model, x, self.entry, options=self.options, finish=finish, out=out, stats=stats,
-                          on_tile=on_tile)
-        return y, names
+        hook = getattr(self.model, "finalize", None)
+        finalize = hook(self.options) if callable(hook) else None
+        if finalize is None:
+            y = predict_array(self.model, x, self.entry, options=self.options, finish=finish, out=out, stats=stats,
+                              on_tile=on_tile)
+            return y, names
+        y = finalize(predict_array(self.model, x, self.entry, options=self.options, finish=finish, stats=stats,
+                                   on_tile=on_tile))
+        if out is None:
+            return y, names
+        target = out(y.shape[0], y.dtype) if callable(out) else out
+        target[...] = y
+        return target, names
 
     def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
         return _pixel_sizes(from_file, self.entry)

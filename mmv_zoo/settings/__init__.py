@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from functools import reduce
+from operator import or_
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
 from .data import DataSettings
+from .embedseg import EmbedSegLoss, EmbedSegSettings, fill_embedseg_defaults
 from .gan import CycleGANSettings, Pix2PixSettings, fill_gan_defaults
 from .networks import NetworkSettings
 from .training import LossSettings, TrainingSettings
 
 __all__ = ["MmvZooSettings"]
+
+AnyLoss = Annotated[reduce(or_, (*get_args(get_args(LossSettings)[0]), EmbedSegLoss)), Field(discriminator="kind")]
+"""Every loss kind: the supervised ones (`training.LossSettings`) and the instance loss of embedseg."""
 
 
 class PretrainedSettings(Strict):
@@ -59,10 +65,12 @@ class MmvZooSettings(Strict):
     """Training framework: `fcn` (supervised image-to-image), `pix2pix` (paired, adversarial),
     `cyclegan` (unpaired, adversarial), or one a plugin registers under the `mmv_zoo.frameworks`
     entry-point group."""
-    task: Literal["segmentation", "regression"]
-    """`segmentation`: per-pixel classes (outputs are class probabilities); `regression`: intensities."""
+    task: Literal["segmentation", "regression", "instance"]
+    """`segmentation`: per-pixel classes (outputs are class probabilities); `regression`: intensities;
+    `instance`: objects with their own ids (framework embedseg: outputs are spatial embeddings,
+    prediction writes label images)."""
     network: NetworkSettings
-    loss: LossSettings
+    loss: AnyLoss
     data: DataSettings
     training: TrainingSettings = TrainingSettings()
     pretrained: PretrainedSettings | None = None
@@ -71,11 +79,14 @@ class MmvZooSettings(Strict):
     """Framework pix2pix only: discriminator, adversarial loss, loss weights, `init_from`."""
     cyclegan: CycleGANSettings | None = None
     """Framework cyclegan only: discriminators, adversarial loss, cycle and identity weights, image pool."""
+    embedseg: EmbedSegSettings | None = None
+    """Framework embedseg only: clustering (seed threshold, minimum size), sigma channels, loss weights,
+    centre kind and patch sampling."""
 
     @model_validator(mode="before")
     @classmethod
     def _gan_block(cls, data: Any) -> Any:
-        return fill_gan_defaults(data)
+        return fill_embedseg_defaults(fill_gan_defaults(data))
 
     @field_validator("framework")
     @classmethod

@@ -193,6 +193,26 @@ class FNetSettings(_NetworkBase):
         return f
 
 
+class BranchedERFNetSettings(_NetworkBase):
+    """BranchedERFNet (ERFNet, Romera et al. 2018, with one decoder per output group, as in EmbedSeg,
+    Lalit et al. 2021): factorized, dilated residual convolutions, three downsamplings by 2; one
+    decoder for all but the last output channel (offsets and sigma), one for the last (seediness).
+    mmv_zoo's own pure-torch implementation, 2D and 3D."""
+
+    kind: Literal["branched_erfnet"]
+    channels: list[int] = Field(default=[16, 64, 128], min_length=3, max_length=3)
+    """Feature channels after each of the three downsamplings."""
+    dropout: float = Field(default=0.3, ge=0, lt=1)
+    """Dropout of the deepest blocks (a tenth of it in the middle ones), as in ERFNet."""
+    anisotropic_z: bool = False
+    """3D only: never downsample z (for stacks with few, thick slices)."""
+
+    def downsampling(self, spatial_dims: int) -> list[int]:
+        if self.anisotropic_z and spatial_dims != 3:
+            raise ValueError("anisotropic_z needs 3 spatial axes")
+        return [1 if self.anisotropic_z and a == 0 else 8 for a in range(spatial_dims)]
+
+
 class PythonNetworkSettings(_NetworkBase):
     """Any `torch.nn.Module` from an installed package, built by import path and keyword arguments."""
 
@@ -242,6 +262,7 @@ NetworkSettings = Annotated[
     | SwinUNETRSettings
     | UNETRSettings
     | FNetSettings
+    | BranchedERFNetSettings
     | PythonNetworkSettings,
     Field(discriminator="kind"),
 ]
