@@ -355,3 +355,20 @@ def test_branched_erfnet_shapes_and_branches(dims, anisotropic, shape):
         y = net(torch.rand(2, 2, *shape))
     assert y.shape == (2, 2 * dims + 1, *shape)
     assert len(net.decoders) == 2 and net.decoders[1].output_conv.out_channels == 1
+
+
+def test_entry_and_package_outputs_cluster_like_a_run(trained_2d):
+    """A zoo entry with an EmbedSeg package gets the run's labels: its raw embeddings clustered with the
+    entry's settings by the same code (engine.postprocess, used by EntryPredictor)."""
+    from mmv_zoo.predict.engine import Options, RunPredictor, postprocess
+
+    img, lab = shapes_2d()
+    labels, _ = RunPredictor("unused", model=trained_2d).predict(img)
+    raw, names = RunPredictor("unused", model=trained_2d, options=Options(probabilities=True)).predict(img)
+    assert raw.dtype == np.float32 and len(names) == raw.shape[0] == 5
+    clustered, out_names = postprocess(raw, trained_2d.entry)
+    assert out_names == ["labels"] and clustered.dtype == labels.dtype
+    np.testing.assert_array_equal(clustered, labels)
+    assert len(same_objects(clustered[0], lab[0])) == 4
+    strict, _ = postprocess(raw, trained_2d.entry, options=Options(threshold=0.999))
+    assert strict.max() < labels.max()  # --threshold is the seed threshold here too

@@ -18,7 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..instances.cluster import cluster, label_dtype
+from ..instances.cluster import cluster, entry_labels
 from ..instances.embedding import EmbeddingModel, entry_spacing
 from ..instances.loss import LossWeights, spatial_embedding_loss
 from ..nets.factory import build_network
@@ -110,10 +110,4 @@ class EmbedSeg(pl.LightningModule):
         if options.probabilities:
             return None
         device = next(self.model.parameters()).device
-
-        def labels(y: np.ndarray) -> np.ndarray:
-            ids = self.cluster(torch.from_numpy(np.ascontiguousarray(y, np.float32)).to(device),
-                               seed_threshold=options.threshold).cpu().numpy()
-            return ids[None].astype(label_dtype(int(ids.max(initial=0))))
-
-        return labels
+        return lambda y: entry_labels(y, self.entry, options.threshold, device)

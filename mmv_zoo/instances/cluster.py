@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,19 @@ def cluster(output: torch.Tensor, spacing: Sequence[float], n_sigma: int, seed_t
         unclustered &= ~proposal
     labels[fg] = ids
     return labels
+
+
+def entry_labels(output: Any, entry: Any, seed_threshold: float | None = None, device: Any = "cpu") -> np.ndarray:
+    """(1, *S) uint16/uint32 instance labels from one image's activated embeddings (K, *S), clustered
+    with the entry's `embedseg` settings (`seed_threshold`, when given, replaces the entry's); what
+    `mmv-zoo predict` writes for a run, an entry with weights or a package of ours."""
+    from .embedding import entry_spacing
+
+    s = entry.mmv.embedseg
+    y = torch.from_numpy(np.ascontiguousarray(output, np.float32)).to(device)
+    ids = cluster(y, entry_spacing(entry), s.sigmas(entry.spatial_dims), seed_threshold or s.seed_threshold,
+                  s.foreground_threshold, s.min_size).cpu().numpy()
+    return ids[None].astype(label_dtype(int(ids.max(initial=0))))
 
 
 def cluster_reference(output: np.ndarray, spacing: Sequence[float], n_sigma: int, seed_threshold: float = 0.9,

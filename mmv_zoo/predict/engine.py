@@ -185,8 +185,12 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
 def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False,
                 options: Options | None = None) -> tuple[np.ndarray, list[str]]:
     """Segmentation: labels (argmax, or thresholded) or the class probabilities; regression: values
-    as predicted (or a mask with a threshold)."""
+    as predicted (or a mask with a threshold); instances: the embeddings clustered into labels."""
     opts = options or Options(probabilities=probabilities)
+    if entry.mmv.task == "instance" and not opts.probabilities:  # the embeddings clustered as for a run
+        from ..instances.cluster import entry_labels
+
+        return entry_labels(y, entry, opts.threshold), ["labels"]
     fn, is_labels = finisher(entry.mmv.task, len(entry.outputs[0].channel_names), opts)
     return fn(y), (["labels"] if is_labels else list(entry.outputs[0].channel_names))
 
