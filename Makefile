@@ -13,7 +13,7 @@ DEMO       := demo_out
 STAMP      := $(VENV)/.installed
 DEMO_MIN_F1 ?= 0
 
-.PHONY: demo test lint install clean check-zoo
+.PHONY: demo test lint install clean check-zoo zoo-readme
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP)
 # independent BioImage.IO checker (../shared/tools/check_bioimageio_package.sh, its own environment)
 check-zoo: $(STAMP)
 	$(BIN)/python scripts/check_zoo_exports.py
+
+# zoo/README.md, the table of every entry, generated from the entries (a test fails when it is stale)
+zoo-readme: $(STAMP)
+	$(BIN)/python scripts/zoo_readme.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

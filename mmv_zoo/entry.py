@@ -213,6 +213,11 @@ class Entry(Strict):
             )
         if mmv.data.normalization.source.kind == "center" and dims != 3:
             raise ValueError("config.mmv_zoo.data.normalization.source: center normalization needs a z axis")
+        for side, channels in (("source", self.in_channels), ("target", self.out_channels)):
+            if getattr(mmv.data.normalization, side).kind == "macenko" and channels != 3:
+                tensor = "inputs[0]" if side == "source" else "outputs[0]"
+                raise ValueError(f"config.mmv_zoo.data.normalization.{side}: macenko stain normalization needs "
+                                 f"RGB images, {tensor} has {channels} channel(s)")
         weights = getattr(mmv.loss, "class_weights", None)
         if weights is not None and len(weights) != self.out_channels:
             raise ValueError(

@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 
 STATE = {"debug": False}
+TASKS = ("segmentation", "regression", "instance")
 
 SetOption = Annotated[
     list[str] | None,
@@ -47,6 +48,9 @@ def validate(
 
     console, failed = _console(), 0
     for p in paths:
+        if p.lower().endswith(".md") and Path(p).is_file():  # `validate zoo/*` meets zoo/README.md
+            console.print(f"[dim]skipped[/dim] {p} (documentation, not an entry)", highlight=False, soft_wrap=True)
+            continue
         try:
             entry = load_entry(p, set_)
         except EntryError as e:
@@ -59,40 +63,55 @@ def validate(
 
 
 @app.command("list")
-def list_entries() -> None:
-    """Show the zoo's entries as a table."""
+def list_entries(
+    task: Annotated[str | None, typer.Option(help="Only entries of this task: segmentation, regression, "
+                                                 "instance.")] = None,
+    dims: Annotated[int | None, typer.Option(help="Only 2D or only 3D entries: 2 or 3.")] = None,
+    framework: Annotated[str | None, typer.Option(help="Only entries of this framework, e.g. fcn, pix2pix, "
+                                                      "cyclegan, embedseg.")] = None,
+) -> None:
+    """Show the zoo's entries as a table (weights: where pretrained weights come from; data: bundled,
+    recipe or described)."""
     from rich.table import Table
 
-    from ..entry import bundled_entries, load_entry
+    from ..catalog import COLUMNS, catalog
+    from ..errors import EntryError
 
+    if task is not None and task not in TASKS:
+        raise EntryError(f"--task {task!r}: not a task; valid: {', '.join(TASKS)}")
+    if dims is not None and dims not in (2, 3):
+        raise EntryError(f"--dims {dims}: entries are 2 or 3 dimensional")
+    rows = catalog(task=task, dims=dims, framework=framework)
+    if not rows:
+        every = catalog()
+        _console().print(f"no entries match (frameworks in the zoo: {', '.join(sorted({r.framework for r in every}))})",
+                         highlight=False)
+        return
     table = Table(title="mmv_zoo entries")
-    for col in ("entry", "task", "framework", "network", "dims", "weights"):
+    for col in COLUMNS:
         table.add_column(col, no_wrap=col == "entry")
-    for slug in bundled_entries():
-        e = load_entry(slug)
-        weights = _weights_label(e)
-        table.add_row(slug, e.mmv.task, e.mmv.framework, e.mmv.network.kind, f"{e.spatial_dims}D", weights)
+    for row in rows:
+        table.add_row(*row.cells())
     _console().print(table)
 
 
-def _weights_label(entry) -> str:
-    pre = entry.mmv.pretrained
-    if pre is None:
-        return "train first"
-    from ..pretrained import is_doi
-
-    kind = "DOI" if is_doi(pre.source) else "URL" if "://" in pre.source else "bundled"
-    what = ", MMV_Im2Im" if pre.format == "mmv_im2im_checkpoint" else ""
-    return f"{kind}{what}{'' if pre.sha256 else ' (sha256 on first pull)'}"
-
-
 @app.command()
-def show(entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")], set_: SetOption = None) -> None:
-    """Print an entry with every default filled in (after --set overrides)."""
+def show(
+    entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.yaml.")],
+    set_: SetOption = None,
+    card: Annotated[bool, typer.Option("--card", help="Print the entry's card (description, citations, data, "
+                                                      "metrics, weights) instead of its YAML.")] = False,
+) -> None:
+    """Print an entry with every default filled in (after --set overrides), or its card."""
     from ..entry import entry_to_yaml, load_entry
     from ..pretrained import is_doi
 
     e = load_entry(entry, set_)
+    if card:
+        from ..catalog import card as entry_card
+
+        sys.stdout.write(entry_card(e))
+        return
     sys.stdout.write(f"# {e.source}\n{entry_to_yaml(e)}")
     pre = e.mmv.pretrained
     if pre is not None and pre.sha256 is None and ("://" in pre.source or is_doi(pre.source)):
@@ -103,6 +122,23 @@ def show(entry: Annotated[str, typer.Argument(help="Entry name, folder or rdf.ya
                 else "not known yet: the first pull records it")
         what = f"archive (holding {pre.member})" if pre.member else "package"
         sys.stdout.write(f"# pretrained {what} sha256 {note}\n")
+
+
+@app.command("stain-reference")
+def stain_reference(
+    image: Annotated[Path, typer.Argument(help="An RGB brightfield image (H&E, IHC) stained as you want all "
+                                               "images to look.")],
+    intensity: Annotated[float, typer.Option(help="Background brightness Io (240 for 8-bit images).")] = 240.0,
+) -> None:
+    """Print the `kind: macenko` normalization block (reference stains of IMAGE) to paste into an entry."""
+    import yaml
+
+    from ..transforms.stain import reference_from_image
+
+    block = {"kind": "macenko", "reference": reference_from_image(image, intensity=intensity),
+             "intensity": intensity}
+    sys.stdout.write(f"# Macenko reference of {image}: config.mmv_zoo.data.normalization.source\n"
+                     + yaml.safe_dump({"source": block}, sort_keys=False, default_flow_style=None))
 
 
 @app.command()

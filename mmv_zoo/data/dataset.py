@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..io.read import read_image, select_channels
 from ..transforms.normalize import normalize
+from ..transforms.stain import StainError
 from .pairs import Pair
 
 MAX_FOREGROUND_POINTS = 20_000
@@ -55,7 +56,10 @@ def load_pair(pair: Pair, entry: Any) -> LoadedPair:
             f"{pair.source.name} {tuple(src.shape[1:])}"
         )
     exclusion = load_exclusion(pair, dims, tuple(src.shape[1:]))
-    source = normalize(src, mmv.data.normalization.source)
+    try:
+        source = normalize(src, mmv.data.normalization.source)
+    except StainError as e:  # macenko: the image has no stains to estimate
+        raise DataError(f"{pair.source}: {e}") from None
     if mmv.task == "segmentation":
         if tgt_img.data.shape[0] != 1:
             raise DataError(f"{pair.target}: a label image needs one channel, it has {tgt_img.data.shape[0]}")

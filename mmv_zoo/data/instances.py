@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..io.read import read_image, select_channels
 from ..transforms.normalize import normalize
+from ..transforms.stain import StainError
 from .dataset import augment, pad_to
 from .module import PairedDataModule
 from .pairs import Pair, split_pairs
@@ -95,6 +96,8 @@ def load_all_instances(pairs: list[Pair], entry: Any) -> list[LoadedInstances]:
     for pair in pairs:
         try:
             loaded.append(load_instances(pair, entry))
+        except StainError as e:  # macenko: no stains to estimate
+            problems.append(f"{pair.source}: {e}")
         except DataError as e:
             problems.append(str(e))
     if problems:

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..io.read import image_stem, is_image, read_image
 from ..transforms.normalize import normalize
+from ..transforms.stain import StainError
 from .base import PatchDataModule
 from .dataset import augment, pad_to
 
@@ -85,7 +86,10 @@ def load_domain(files: list[Path], entry: Any, side: str) -> list[DomainImage]:
             problems.append(f"{path}: has {img.data.shape[0]} channel(s) but the entry's {field} "
                             f"({tensor.id}: {tensor.channel_names}) takes {channels}")
             continue
-        loaded.append(DomainImage(image_stem(path), normalize(img.data, norm)))
+        try:
+            loaded.append(DomainImage(image_stem(path), normalize(img.data, norm)))
+        except StainError as e:  # macenko: no stains to estimate
+            problems.append(f"{path}: {e}")
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise DataError(f"{len(problems)} bad file(s) in {files[0].parent}: " + "; ".join(problems[:5]) + more)

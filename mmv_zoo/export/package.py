@@ -23,7 +23,7 @@ from ..errors import OutputError, RunError
 from . import ExportError
 from .architecture import Architecture, architecture, environment_yaml
 from .axes import AxisSize, export_sizes, input_axes, output_axes
-from .preprocessing import preprocessing_steps
+from .preprocessing import check_exportable, preprocessing_steps
 from .readme import ReadmeFacts, render_readme
 from .tensors import find_sample, load_crop, other_valid_shape, write_cover, write_sample_tiff
 
@@ -100,6 +100,7 @@ def export_package(
     except RunError as e:
         raise ExportError(str(e)) from None
     entry = model.entry
+    check_exportable(entry.mmv.data.normalization.source)  # before any work: no package for macenko
     info = _run_info(Path(source))
     sizes = export_sizes(entry, model.inference_model())
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)

@@ -13,6 +13,20 @@ CENTER_NOTE = (
     "slices, an approximation for deeper stacks."
 )
 
+MACENKO_REFUSAL = (
+    "config.mmv_zoo.data.normalization.source: kind macenko (stain normalization) has no BioImage.IO "
+    "preprocessing, so an exported package would see un-normalized inputs; not exported (predict with "
+    "`mmv-zoo predict RUN`, or normalize the images before giving them to a package)"
+)
+
+
+def check_exportable(norm: Any) -> None:
+    """Raise ExportError if the source normalization `norm` has no BioImage.IO equivalent."""
+    if norm.kind == "macenko":
+        from . import ExportError
+
+        raise ExportError(MACENKO_REFUSAL)
+
 
 def preprocessing_steps(norm: Any, space_axes: list[str]) -> tuple[list[Any], list[str]]:
     """(BioImage.IO 0.5 preprocessing descriptions, notes on approximations) for `norm`.
@@ -20,6 +34,7 @@ def preprocessing_steps(norm: Any, space_axes: list[str]) -> tuple[list[Any], li
     `norm` is the entry's `config.mmv_zoo.data.normalization.source`; statistics are taken per
     sample and channel over `space_axes`, as mmv_zoo's own normalization does.
     """
+    check_exportable(norm)
     from bioimageio.spec.model import v0_5
 
     axes = [v0_5.AxisId(a) for a in space_axes]

@@ -19,6 +19,7 @@ from ..errors import DataError
 from ..io.read import image_stem
 from ..io.source import ImageSource, open_image
 from ..io.writers import choose_format, open_writer, output_name
+from ..transforms.stain import StainError
 
 STATS_VOXELS = 1 << 26
 """Normalization statistics come from the whole frame up to this many voxels per channel, else from
@@ -160,6 +161,8 @@ def _predict_scene(predictor: Any, src: ImageSource, scene: int, out: Path, sel:
     except BaseException as e:
         if "w" in holder:
             holder["w"].abort()
+        if isinstance(e, StainError):  # macenko normalization found no stains: name the file
+            raise DataError(f"{path}: {e}") from None
         if isinstance(e, RuntimeError) and not isinstance(e, DataError):  # e.g. out of memory: name the file
             raise DataError(f"{path}: prediction failed ({str(e).splitlines()[0][:200]})") from None
         raise

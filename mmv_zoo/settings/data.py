@@ -119,8 +119,50 @@ class NoNorm(Strict):
     kind: Literal["none"]
 
 
+class StainReference(Strict):
+    """The stains every image is mapped to: unit optical-density vectors and concentration maxima."""
+
+    stains: list[Annotated[list[float], Field(min_length=3, max_length=3)]] = Field(
+        default=[[0.5626, 0.7201, 0.4062], [0.2159, 0.8012, 0.5581]], min_length=2, max_length=2)
+    """Two stain vectors, 3 RGB optical densities each (hematoxylin first; scaled to unit length when
+    used); default Macenko's H&E."""
+    max_concentrations: list[Annotated[float, Field(gt=0)]] = Field(
+        default=[1.9705, 1.0308], min_length=2, max_length=2)
+    """99th percentile of each stain's concentration in the reference image."""
+
+    @model_validator(mode="after")
+    def _nonzero(self) -> StainReference:
+        norms = [sum(v * v for v in row) ** 0.5 for row in self.stains]
+        for i, n in enumerate(norms):
+            if n < 1e-6:
+                raise ValueError(f"stains[{i}] is a zero vector")
+        cos = sum(a * b for a, b in zip(*self.stains, strict=True)) / (norms[0] * norms[1])
+        if abs(cos) > 0.9998:  # less than about 1 degree apart: one stain, the rebuild would be degenerate
+            raise ValueError("stains: the two stain vectors are (nearly) parallel; they must be two different stains")
+        return self
+
+
+class MacenkoNorm(Strict):
+    """Macenko stain normalization of RGB brightfield histology (H&E, hematoxylin-DAB IHC): each
+    image's two stains are estimated and the image is rebuilt with the `reference` stains, then
+    mapped to `range`. `mmv-zoo stain-reference IMAGE` prints a reference taken from your own image.
+    No BioImage.IO preprocessing exists for it, so `mmv-zoo export` refuses such entries."""
+
+    kind: Literal["macenko"]
+    reference: StainReference = StainReference()
+    alpha: float = Field(default=1.0, gt=0, lt=50)
+    """Percentile of the stain angle taken as each extreme stain (alpha and 100 - alpha)."""
+    beta: float = Field(default=0.15, ge=0)
+    """Pixels with an optical density below this in any channel are transparent (background)."""
+    intensity: float = Field(default=240.0, gt=0)
+    """Background brightness Io of the images (240 for 8-bit images; above 255 the images are taken as
+    16-bit and the rebuilt image is scaled by 65535 instead of 255)."""
+    range: Literal["0,1", "-1,1"] = "0,1"
+    """Interval the rebuilt RGB image (0..255, 16-bit: 0..65535) is mapped to: `0,1` or `-1,1`."""
+
+
 Normalization = Annotated[
-    PercentileNorm | StandardNorm | CenterNorm | ForegroundNorm | NoNorm, Field(discriminator="kind")
+    PercentileNorm | StandardNorm | CenterNorm | ForegroundNorm | NoNorm | MacenkoNorm, Field(discriminator="kind")
 ]
 
 

@@ -68,6 +68,16 @@ def normalizer(x: np.ndarray, settings: Any) -> Callable[[np.ndarray], np.ndarra
         shift = mid.mean(axis=axes, keepdims=True, dtype=np.float64)
     elif kind in ("foreground", "none"):
         div = shift = None
+    elif kind == "macenko":  # the stains of this image (a stain matrix and concentration maxima)
+        from .stain import macenko_normalizer
+
+        stains = macenko_normalizer(x, settings)
+
+        def apply_macenko(block: np.ndarray) -> np.ndarray:
+            y = stains(block) / stains.white
+            return (y * 2.0 - 1.0 if settings.range == "-1,1" else y).astype(np.float32)
+
+        return apply_macenko
     else:  # pragma: no cover - the schema rejects other kinds
         raise ValueError(f"unknown normalization {kind!r}")
 
