@@ -92,7 +92,10 @@ def list_entries(
         table.add_column(col, no_wrap=col == "entry")
     for row in rows:
         table.add_row(*row.cells())
-    _console().print(table)
+    console = _console()
+    if not console.is_terminal:  # piped or captured (grep, CI logs): whole rows rather than 80 columns
+        console.width = 240
+    console.print(table)
 
 
 @app.command()
