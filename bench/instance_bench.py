@@ -12,6 +12,8 @@ the held-back image `20P1_POS0007_D_1UL` (85 nuclei) is predicted with `mmv-zoo 
 matching at IoU >= 0.5 (StarDist's definition; `mmv_zoo.metrics.average_precision` when present).
 Prints the paper's figures (MMV_Im2Im, GigaScience 2024: 2D C. elegans 0.866, 3D hiPSC nuclei 0.827)
 beside ours. Never asserts: exit status 0 whatever the scores (PASS/FAIL is printed for the target).
+OpenMP threads wait passively (`OMP_WAIT_POLICY=PASSIVE` unless set), as in gan_bench.py: spinning
+threads made small CPU steps several times slower on a shared machine.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (and its OpenMP) is loaded
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "mmv_zoo" / "sample_data" / "bbbc007"
