@@ -55,8 +55,8 @@ def weights_label(entry: Entry) -> str:
 
 
 def _data_recipe(entry: Entry) -> Any:
-    """The entry's data recipe (where its public data lives and how to arrange it), if the schema has one."""
-    return getattr(entry.mmv, "recipe", None) or getattr(entry.mmv.data, "recipe", None)
+    """The entry's data recipe (where its public data lives and how to arrange it), if any."""
+    return entry.mmv.recipe
 
 
 def bundled_data(entry: Entry) -> list[str]:
@@ -148,17 +148,26 @@ def card(entry: Entry, slug: str | None = None) -> str:
     if bundled:
         out.append(f"  bundled: {', '.join(bundled)} (mmv-zoo train {slug} --data {bundled[0]})")
     if recipe:
-        out.append(f"  recipe: {recipe}")
+        out.append(f"  recipe: {' '.join(recipe.description.split())}")
+        for name, d in recipe.downloads.items():
+            where = d.url or f"doi:{d.doi} ({d.file})"
+            out.append(f"    {name}: {where}" + (f", {d.size}" if d.size else ""))
+        if recipe.citation:
+            out.append(f"    cite: {recipe.citation}")
+        out.append(f"    try: mmv-zoo data pull {slug} --out data/{slug}")
     if not (described or layout or bundled or recipe):
         out.append("  not described: see the entry's README")
     pre = mmv.pretrained
     result = _readme_bullet(lines, "Result", "Results", "Metrics")
     out += ["", "Metrics:"]
+    if mmv.paper is not None:
+        value = "not reported" if mmv.paper.value is None else f"{mmv.paper.value:g}"
+        out.append(f"  paper ({mmv.paper.metric}): {value}" + (f" ({mmv.paper.note})" if mmv.paper.note else ""))
     if pre is not None and pre.metrics:
         out += [f"  {k}: {v:g}" for k, v in pre.metrics.items()]
     if result:
         out.append(f"  README: {result}")
-    if not ((pre is not None and pre.metrics) or result):
+    if not ((pre is not None and pre.metrics) or result or mmv.paper):
         out.append("  none recorded yet (train the entry; `mmv-zoo evaluate` scores a run)")
     out += ["", f"Weights: {weights_label(entry)}"]
     if pre is not None:

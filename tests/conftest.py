@@ -79,3 +79,29 @@ def run_3d(data_3d, tmp_path_factory) -> Path:
     entry = load_entry("denoise_3d_care", TINY_3D + ["network.channels=[4,8,16]"])
     return train(entry, data_3d, tmp_path_factory.mktemp("runs3d"), progress=False).folder
 
+
+@pytest.fixture
+def server(monkeypatch):
+    """An HTTP server on 127.0.0.1 whose routes are functions (tests/test_download.py: Server)."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    from .test_download import Server
+
+    srv = Server()
+    srv.thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty MMV_ZOO_CACHE, online, with quick retries."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("MMV_ZOO_CACHE", str(folder))
+    monkeypatch.delenv("MMV_ZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("MMV_ZOO_ZENODO_API", raising=False)
+    from mmv_zoo import download
+
+    monkeypatch.setattr(download, "BACKOFF_SECONDS", 0.01)
+    return folder

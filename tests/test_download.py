@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from mmv_zoo import download
 from mmv_zoo.download import DownloadError, fetch, resolve_doi, safe_extract
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
@@ -81,27 +80,6 @@ def send(handler: BaseHTTPRequestHandler, data: bytes, *, claim: int | None = No
 
 def serve_bytes(data: bytes) -> Callable[[BaseHTTPRequestHandler], None]:
     return lambda h: send(h, data)
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    srv = Server()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("MMV_ZOO_CACHE", str(folder))
-    monkeypatch.delenv("MMV_ZOO_OFFLINE", raising=False)
-    monkeypatch.delenv("MMV_ZOO_ZENODO_API", raising=False)
-    monkeypatch.setattr(download, "BACKOFF_SECONDS", 0.01)
-    return folder
 
 
 def files_in(folder: Path) -> list[str]:

@@ -450,6 +450,31 @@ def publish(
                      soft_wrap=True)
 
 
+data_app = typer.Typer(help="Public training data of zoo entries: download and arrange it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("pull")
+def data_pull(
+    entry: Annotated[str, typer.Argument(help="A zoo entry with a data recipe (see `mmv-zoo list`).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the arranged data into (created).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Download an entry's public data (sha256-verified, cached, resumable) and arrange it into the
+    entry's layout, ready for `mmv-zoo train ENTRY --data OUT`."""
+    from ..entry import load_entry
+    from ..recipes import pull_data
+
+    console = _console()
+    loaded = load_entry(entry)
+    done = pull_data(loaded, out, overwrite=overwrite, report=lambda m: console.print(m, highlight=False))
+    console.print(f"[bold green]pulled[/bold green] {loaded.slug} data into {done.out}", highlight=False)
+    for folder, n in sorted(done.files.items()):
+        console.print(f"  {folder}: {n} file(s)", highlight=False)
+    console.print(f"  try: mmv-zoo train {loaded.slug} --data {done.train} --out runs", highlight=False,
+                  soft_wrap=True)
+
+
 @app.command("test")
 def test_package(
     package: Annotated[str, typer.Argument(help="A BioImage.IO package: .zip, folder or rdf.yaml.")],

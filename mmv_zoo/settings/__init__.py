@@ -13,6 +13,7 @@ from .data import DataSettings
 from .embedseg import EmbedSegLoss, EmbedSegSettings, fill_embedseg_defaults
 from .gan import CycleGANSettings, Pix2PixSettings, fill_gan_defaults
 from .networks import NetworkSettings
+from .recipe import DataRecipe, PaperResult
 from .training import LossSettings, TrainingSettings
 
 __all__ = ["MmvZooSettings"]
@@ -79,6 +80,11 @@ class MmvZooSettings(Strict):
     """Framework pix2pix only: discriminator, adversarial loss, loss weights, `init_from`."""
     cyclegan: CycleGANSettings | None = None
     """Framework cyclegan only: discriminators, adversarial loss, cycle and identity weights, image pool."""
+    recipe: DataRecipe | None = None
+    """Where the entry's public training data lives and how `mmv-zoo data pull ENTRY --out DIR`
+    downloads and arranges it into `data.layout`."""
+    paper: PaperResult | None = None
+    """The metric the MMV_Im2Im paper reports for this experiment."""
     embedseg: EmbedSegSettings | None = None
     """Framework embedseg only: clustering (seed threshold, minimum size), sigma channels, loss weights,
     centre kind and patch sampling."""

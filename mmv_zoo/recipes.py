@@ -1,0 +1,329 @@
+"""`mmv-zoo data pull ENTRY --out DIR`: download an entry's public data and arrange it into the
+entry's layout, following the entry's recipe (`config.mmv_zoo.recipe`, see `settings/recipe.py`).
+
+Downloads go through `download.fetch` (sha256-verified, cached, retried and resumed; trust on first
+use when the recipe gives no hash). The steps write into a hidden sibling folder of `--out`, which is
+renamed to `--out` only when every step has finished and the result holds pairs in the entry's
+layout: an interrupted pull leaves nothing under `--out`, and pulling again reuses the cached
+downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fnmatch
+import json
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, DownloadError, EntryError
+
+log = logging.getLogger(__name__)
+
+RECORD = "mmv_zoo_data.json"
+"""Written into --out: the entry, the downloads (url, sha256) and the files per folder."""
+
+
+@dataclass
+class PullResult:
+    out: Path
+    files: dict[str, int]
+    """Output folder -> number of image files written."""
+    downloads: list[dict[str, Any]] = field(default_factory=list)
+    """url, sha256, from_cache, trusted_on_first_use per download used."""
+    train: Path | None = None
+    """The folder to give `mmv-zoo train --data`."""
+
+
+def recipe_of(entry: Any) -> Any:
+    recipe = entry.mmv.recipe
+    if recipe is None:
+        raise EntryError(f"{entry.source}: entry {entry.slug!r} has no data recipe (config.mmv_zoo.recipe); "
+                         "its README says where its data comes from")
+    return recipe
+
+
+class _Sources:
+    """Each download fetched (and extracted) once, on first use."""
+
+    def __init__(self, recipe: Any, what: str, report: Callable[[str], None]) -> None:
+        self.recipe, self.what, self.report = recipe, what, report
+        self.done: dict[str, tuple[Path, dict[str, Any]]] = {}
+
+    def get(self, name: str) -> Path:
+        if name not in self.done:
+            self.done[name] = self._fetch(name, self.recipe.downloads[name])
+        return self.done[name][0]
+
+    def _fetch(self, name: str, d: Any) -> tuple[Path, dict[str, Any]]:
+        from .archives import is_archive
+        from .download import fetch
+
+        where = f"{self.what}.downloads.{name}"
+        self.report(f"fetching {name}: {d.url or f'doi:{d.doi} {d.file}'}" + (f" ({d.size})" if d.size else ""))
+        try:
+            if d.doi is not None:
+                from .pretrained import _resolve
+
+                url, record_sha = _resolve(d.doi, d.file)
+                sha = d.sha256 or record_sha
+            else:
+                url, sha = d.url, d.sha256
+            got = fetch(url, sha, extract=is_archive(url.split("?")[0].removesuffix("/content")))
+        except DownloadError as e:
+            raise DownloadError(f"{where}: {e}") from None
+        info = {"name": name, "url": url, "sha256": got.sha256, "from_cache": got.from_cache,
+                "trusted_on_first_use": got.trusted_on_first_use}
+        how = ("from the cache" if got.from_cache else "downloaded") + (
+            ", sha256 recorded on first use" if got.trusted_on_first_use else ", sha256 verified")
+        self.report(f"  {name}: {how} ({got.sha256[:12]}...)")
+        return got.path, info
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [info for _, info in self.done.values()]
+
+
+def _members(root: Path, pattern: str) -> list[Path]:
+    """Files under an extracted archive (or the downloaded file itself) matching `pattern`."""
+    if root.is_file():
+        return [root] if fnmatch.fnmatch(root.name, pattern) or pattern in ("*", ".") else []
+    return sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("."))
+
+
+def _write(path: Path, data: np.ndarray) -> Path:
+    """`data` (C, Z, Y, X) as a TIFF: RGB when 3 uint8 channels in 2D, else squeezed ZYX / YX, or CZYX."""
+    import tifffile
+
+    c, z = data.shape[:2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if c == 3 and z == 1 and data.dtype == np.uint8:
+        tifffile.imwrite(path, np.moveaxis(data[:, 0], 0, -1), photometric="rgb")
+    elif c == 1:
+        tifffile.imwrite(path, data[0, 0] if z == 1 else data[0])
+    else:
+        tifffile.imwrite(path, data[:, 0] if z == 1 else data, metadata={"axes": "CYX" if z == 1 else "CZYX"})
+    return path
+
+
+def _read_czyx(path: Path) -> np.ndarray:
+    from .io.source import open_image
+
+    with open_image(path) as source:
+        return np.asarray(source.read_block(t=0))
+
+
+def _reduce(data: np.ndarray, channel: int | None, project: str | None, where: str, path: Path) -> np.ndarray:
+    if channel is not None:
+        if channel >= data.shape[0]:
+            raise DataError(f"{path}: has {data.shape[0]} channel(s), {where} asks for channel {channel}")
+        data = data[channel:channel + 1]
+    if project == "max":
+        data = data.max(axis=1, keepdims=True)
+    return data
+
+
+def _files(step: Any, src: Path, out: Path, where: str) -> int:
+    from .io.read import IMAGE_SUFFIXES, image_stem
+
+    paths = _members(src, step.glob)
+    if step.limit:
+        paths = paths[: step.limit]
+    if not paths:
+        raise DataError(f"{where}.glob: no file matches {step.glob!r} in the download")
+    for path in paths:
+        stem = image_stem(path)
+        if step.strip:
+            stem = stem.replace(step.strip, "")
+        copy = step.channel is None and step.project is None and path.name.lower().endswith(IMAGE_SUFFIXES)
+        if copy:  # keep the file (and its metadata) as it is
+            target = out / step.to / (stem + path.name[len(image_stem(path)):])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        else:
+            _write(out / step.to / f"{stem}.tif", _reduce(_read_czyx(path), step.channel, step.project, where, path))
+    return len(paths)
+
+
+def _npz(step: Any, src: Path, out: Path, where: str) -> int:
+    found = _members(src, step.member) if step.member != "." else [src]
+    if not found or found[0].suffix != ".npz":
+        raise DataError(f"{where}.member: no .npz file {step.member!r} in the download")
+    with np.load(found[0], mmap_mode="r", allow_pickle=False) as arrays:
+        missing = [k for k in step.arrays if k not in arrays.files]
+        if missing:
+            raise DataError(f"{found[0]}: has arrays {arrays.files}, {where}.arrays asks for {missing}")
+        counts = {k: arrays[k].shape[0] for k in step.arrays}
+        if len(set(counts.values())) != 1:
+            raise DataError(f"{found[0]}: the arrays have different sample counts {counts} ({where}.arrays)")
+        n = min(next(iter(counts.values())), step.limit or 1 << 62)
+        import tifffile
+
+        for key, folder in step.arrays.items():
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            data = arrays[key]
+            for i in range(n):
+                sample = np.asarray(data[i])
+                if step.channel is not None:
+                    if sample.ndim < 3 or step.channel >= sample.shape[0]:
+                        raise DataError(f"{found[0]}: {key}[{i}] has shape {sample.shape}; "
+                                        f"{where}.channel {step.channel} is not an index of its first axis")
+                    sample = sample[step.channel]
+                tifffile.imwrite(out / folder / f"{step.name.format(i=i)}.tif", sample)
+    return n
+
+
+def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str], None]) -> int:
+    from .download import fetch
+
+    found = _members(src, "*.csv")
+    if len(found) != 1:
+        raise DataError(f"{where}.source: the download must be (or hold) one CSV manifest, found {len(found)}")
+    with found[0].open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows, columns = list(reader), reader.fieldnames or []
+    needed = [step.path_column, step.name_column, *step.where,
+              *(c for c in step.channels.values() if isinstance(c, str))] + ([step.unique] if step.unique else [])
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise DataError(f"{found[0]}: no column(s) {missing} ({where}); it has {columns}")
+
+    def keep(row: dict[str, str]) -> bool:
+        return all(row[c] in ([v] if isinstance(v, str) else v) for c, v in step.where.items())
+
+    rows = [r for r in rows if keep(r)]
+    if step.unique:
+        seen: set[str] = set()
+        rows = [r for r in rows if not (r[step.unique] in seen or seen.add(r[step.unique]))]  # first per value
+    rows = rows[: step.limit or None]
+    if not rows:
+        raise DataError(f"{found[0]}: no row matches {where}.where {step.where}")
+    for k, row in enumerate(rows, 1):
+        path = row[step.path_column]
+        url = path if "://" in path else (step.base_url or "") + path.lstrip("/")
+        if "://" not in url:
+            raise DataError(f"{found[0]}: {step.path_column}={path!r} is not a URL and {where}.base_url is not set")
+        report(f"  row {k}/{len(rows)}: {url.rsplit('/', 1)[-1]}")
+        try:
+            image = fetch(url).path
+        except DownloadError as e:
+            raise DownloadError(f"{where}: {e}") from None
+        data = _read_czyx(image)
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in row[step.name_column])
+        for folder, channel in step.channels.items():
+            index = channel if isinstance(channel, int) else _row_index(row, channel, found[0], where)
+            reduced = _reduce(data, index, step.project, f"{where}.channels.{folder}", image)
+            _write(out / folder / f"{name}.tif", reduced)
+    return len(rows)
+
+
+def _row_index(row: dict[str, str], column: str, manifest: Path, where: str) -> int:
+    value = row[column].strip()
+    try:
+        index = int(float(value))
+    except ValueError:
+        raise DataError(f"{manifest}: {column}={value!r} is not a channel index ({where}.channels)") from None
+    if index < 0:
+        raise DataError(f"{manifest}: {column}={value!r} is not a channel index ({where}.channels)")
+    return index
+
+
+def _split(step: Any, out: Path, where: str) -> int:
+    from .io.read import image_stem, is_image
+
+    stems: dict[str, dict[str, Path]] = {}
+    for folder in step.folders:
+        if not (out / folder).is_dir():
+            raise DataError(f"{where}.folders: {folder!r} was not written by an earlier step")
+        stems[folder] = {image_stem(p): p for p in (out / folder).iterdir() if is_image(p)}
+    common = sorted(set.intersection(*(set(s) for s in stems.values())))
+    if not common:
+        raise DataError(f"{where}: the folders {step.folders} share no file names")
+    n = step.count if step.count is not None else max(1, round(step.fraction * len(common)))
+    if n >= len(common):
+        raise DataError(f"{where}: moving {n} of {len(common)} pairs would leave none to train on")
+    rng = np.random.default_rng(step.seed)
+    chosen = sorted(rng.choice(common, size=n, replace=False).tolist())
+    for folder in step.folders:
+        (out / step.to / folder).mkdir(parents=True, exist_ok=True)
+        for stem in chosen:
+            p = stems[folder][stem]
+            p.rename(out / step.to / folder / p.name)
+    return n
+
+
+def _check_layout(entry: Any, train: Path) -> None:
+    """The pulled folder holds what `mmv-zoo train ENTRY --data train` expects."""
+    layout = entry.mmv.data.layout
+    if layout.layout == "unpaired_folders":
+        from .data.pairs import _images
+
+        for folder in (layout.source, layout.target):
+            if not _images(train / folder):
+                raise DataError(f"{train / folder}: the recipe wrote no images here (data.layout)")
+        return
+    from .data.loading import check_pair
+    from .data.pairs import find_pairs
+
+    pairs, _ = find_pairs(train, layout)
+    check_pair(pairs[0], entry)  # readable, with the entry's dimensionality and channel count
+
+
+def pull_data(entry: Any, out: Path, *, overwrite: bool = False,
+              report: Callable[[str], None] = log.info) -> PullResult:
+    """Run the entry's recipe into `out` (see the module docstring)."""
+    recipe = recipe_of(entry)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file; --out takes a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out}: is not empty; choose another --out or pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.pulling-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    what = f"{entry.source}: config.mmv_zoo.recipe"
+    sources = _Sources(recipe, what, report)
+    counts: dict[str, int] = {}
+    try:
+        for i, step in enumerate(recipe.steps):
+            where = f"{what}.steps[{i}] ({step.kind})"
+            report(f"step {i + 1}/{len(recipe.steps)}: {step.kind}")
+            try:
+                if step.kind == "files":
+                    counts[step.to] = counts.get(step.to, 0) + _files(step, sources.get(step.source), work, where)
+                elif step.kind == "npz":
+                    n = _npz(step, sources.get(step.source), work, where)
+                    counts.update({folder: counts.get(folder, 0) + n for folder in step.arrays.values()})
+                elif step.kind == "manifest":
+                    n = _manifest(step, sources.get(step.source), work, where, report)
+                    counts.update({folder: counts.get(folder, 0) + n for folder in step.channels})
+                else:
+                    n = _split(step, work, where)
+                    for folder in step.folders:
+                        counts[folder] -= n
+                        counts[f"{step.to}/{folder}"] = counts.get(f"{step.to}/{folder}", 0) + n
+            except OSError as e:
+                raise DataError(f"{where}: {' '.join(str(e).split())}") from None
+        train = work / recipe.train
+        try:
+            _check_layout(entry, train)
+        except DataError as e:
+            raise DataError(f"{what}: the result does not fit the entry's data.layout: {e}") from None
+        record = {"entry": entry.slug, "recipe": recipe.description, "downloads": sources.records,
+                  "files": counts, "train": recipe.train}
+        (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+    return PullResult(out, counts, sources.records, out / recipe.train)

@@ -1,0 +1,192 @@
+"""Data recipes: where an entry's public training data lives and how to arrange it into the entry's
+layout (`config.mmv_zoo.recipe`, run by `mmv-zoo data pull ENTRY --out DIR`).
+
+A recipe names its downloads (URL or Zenodo DOI, sha256 when known) and lists steps that read them
+and write image files into folders of the output directory. No heavy imports here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Strict
+
+_FOLDER = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def _check_folder(v: str) -> str:
+    if not _FOLDER.match(v) or any(p in (".", "..") for p in v.split("/")):
+        raise ValueError(f"{v!r} must be a relative folder of letters, digits, '_', '-', '.' and '/' "
+                         "(no '..'), e.g. train/source")
+    return v
+
+
+class Download(Strict):
+    """One file to download: an https URL, or a file of a Zenodo record given by its DOI."""
+
+    url: str | None = None
+    """https URL of the file (an archive is extracted safely into the cache)."""
+    doi: str | None = Field(default=None, pattern=r"^10\.\d{4,}/\S+$")
+    """A Zenodo DOI (10.5281/zenodo.N); `file` names the file of the record."""
+    file: str | None = None
+    """With `doi`: the file name in the record."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """Expected sha256; when missing the first pull records it (trust on first use)."""
+    size: str | None = None
+    """Approximate download size for the user, e.g. `2.1 GB`."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Download:
+        if (self.url is None) == (self.doi is None):
+            raise ValueError("give exactly one of url and doi")
+        if self.doi is not None and not self.file:
+            raise ValueError("a doi needs `file`: the file name in the record")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"url {self.url!r} must start with https://")
+        return self
+
+
+class _Step(Strict):
+    source: str
+    """Name of the download (a key of `downloads`) the step reads."""
+
+
+class FilesStep(_Step):
+    """Image files of a download (members of an archive matching `glob`, or the file itself) written
+    into `to`, optionally reduced to one channel and/or max-projected along Z."""
+
+    kind: Literal["files"]
+    glob: str = "*"
+    """Pattern of the files inside the extracted archive, e.g. `Denoising_Planaria/test_data/GT/*.tif`."""
+    to: str
+    """Output folder (relative to --out)."""
+    strip: str = ""
+    """Text removed from each file name's stem, so that targets are named like their sources (GlaS:
+    `train_1_anno.bmp` -> `train_1.tif` with strip `_anno`)."""
+    channel: int | None = Field(default=None, ge=0)
+    """Keep only this channel (index along C, RGB samples included) of each image."""
+    project: Literal["max"] | None = None
+    """`max`: maximum intensity projection along Z (3D -> 2D)."""
+    limit: int | None = Field(default=None, ge=1)
+    """At most this many files (sorted by name)."""
+
+    @field_validator("to")
+    @classmethod
+    def _folder(cls, v: str) -> str:
+        return _check_folder(v)
+
+
+class NpzStep(_Step):
+    """Arrays of a NumPy `.npz` file (CARE's `data_label.npz`: X and Y, samples along the first axis)
+    written one TIFF per sample: `arrays` maps an array name to an output folder."""
+
+    kind: Literal["npz"]
+    member: str
+    """Path of the .npz inside the extracted archive (or `.` for the download itself)."""
+    arrays: dict[str, str] = Field(min_length=1)
+    """Array name -> output folder, e.g. {X: low, Y: high}."""
+    channel: int | None = Field(default=0, ge=0)
+    """Index along axis 1 (CARE's channel axis) taken from each sample; null keeps every axis."""
+    name: str = "img_{i:05d}"
+    """File stem of sample i (a Python format string with `i`)."""
+    limit: int | None = Field(default=None, ge=1)
+    """At most this many samples."""
+
+    @field_validator("arrays")
+    @classmethod
+    def _folders(cls, v: dict[str, str]) -> dict[str, str]:
+        for folder in v.values():
+            _check_folder(folder)
+        return v
+
+
+class ManifestStep(_Step):
+    """A CSV manifest (the Allen Cell hiPSC collection's `metadata.csv`): rows selected by column
+    values, each row's image downloaded (cached) and channels of it written into folders. Sources and
+    targets in different files (fov_path, fov_seg_path) take one step each."""
+
+    kind: Literal["manifest"]
+    where: dict[str, str | list[str]] = {}
+    """Column -> required value (or any of a list), e.g. {structure_name: FBL}."""
+    unique: str | None = None
+    """Keep the first row per value of this column (e.g. FOVId: one row per field of view)."""
+    path_column: str
+    """Column holding each row's image: an https URL, or a path relative to `base_url`."""
+    base_url: str | None = None
+    """Prefix of relative paths in `path_column` (ends with /)."""
+    name_column: str
+    """Column whose value names the output files (e.g. FOVId)."""
+    channels: dict[str, int | str] = Field(min_length=1)
+    """Output folder -> channel of the row's image: an index, or the name of a column holding the index
+    per row (e.g. {brightfield: ChannelNumberBrightfield})."""
+    project: Literal["max"] | None = None
+    limit: int | None = Field(default=None, ge=1)
+    """At most this many rows (after `where` and `unique`), so a first try stays small."""
+
+    @field_validator("channels")
+    @classmethod
+    def _folders(cls, v: dict[str, int | str]) -> dict[str, int | str]:
+        for folder, index in v.items():
+            _check_folder(folder)
+            if isinstance(index, int) and index < 0:
+                raise ValueError(f"channel index of {folder!r} must be >= 0")
+        return v
+
+
+class SplitStep(Strict):
+    """Move a seeded random share of the files of paired folders (matched by name) into `to/<folder>`,
+    e.g. the held-back test images the paper scores on."""
+
+    kind: Literal["split"]
+    folders: list[str] = Field(min_length=1)
+    to: str = "holdout"
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    count: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _one(self) -> SplitStep:
+        if (self.fraction is None) == (self.count is None):
+            raise ValueError("give exactly one of fraction and count")
+        for folder in (*self.folders, self.to):
+            _check_folder(folder)
+        return self
+
+
+RecipeStep = Annotated[FilesStep | NpzStep | ManifestStep | SplitStep, Field(discriminator="kind")]
+
+
+class DataRecipe(Strict):
+    """Where the entry's public data lives and how `mmv-zoo data pull` arranges it."""
+
+    description: str
+    """The dataset in one or two sentences (what, how many images)."""
+    citation: str | None = None
+    """Who to cite for the data (text, DOI)."""
+    license: str | None = None
+    downloads: dict[str, Download] = Field(min_length=1)
+    steps: list[RecipeStep] = Field(min_length=1)
+    train: str = "."
+    """Folder (relative to --out) to give `mmv-zoo train --data`; `holdout` folders stay out."""
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> DataRecipe:
+        for i, step in enumerate(self.steps):
+            name = getattr(step, "source", None)
+            if name is not None and name not in self.downloads:
+                raise ValueError(f"steps[{i}].source {name!r} is not a download; valid: {sorted(self.downloads)}")
+        return self
+
+
+class PaperResult(Strict):
+    """What the MMV_Im2Im paper reports for this experiment."""
+
+    metric: str
+    """e.g. pearson, f1, ap50, ssim, psnr."""
+    value: float | None = None
+    """The reported value; null where the paper gives none for this exact setting."""
+    note: str | None = None
+    """Where it is reported (table, figure) and on what data."""
