@@ -341,6 +341,22 @@ def test_train_and_predict_write_uint16_labels(tmp_path):
     emb = tifffile.imread(raw[0].output)
     assert emb.dtype == np.float32 and 5 in emb.shape  # offsets, sigmas, seed
 
+    # its BioImage.IO package, predicted with `mmv-zoo predict`, gives the run's labels (clustered with
+    # the settings in the package's config.mmv_zoo), or its embeddings with --probabilities
+    from mmv_zoo.export.package import export_package
+
+    package = export_package(run, tmp_path / "instances.zip", formats=("torchscript",)).zip_path
+    same = Options(border="mirror", threshold=0.3)  # packages pad by mirroring; a low seed threshold: objects
+    by_run = tifffile.imread(predict_files(run, [data / "images" / "im0.tif"], tmp_path / "r", options=same)[0].output)
+    by_pkg = tifffile.imread(predict_files(package, [data / "images" / "im0.tif"], tmp_path / "p",
+                                           options=same)[0].output)
+    assert by_pkg.dtype == by_run.dtype and by_pkg.shape == by_run.shape and by_run.max() > 0
+    count = len(np.unique(by_run)) - 1
+    assert len(same_objects(np.squeeze(by_pkg), np.squeeze(by_run))) == count == len(np.unique(by_pkg)) - 1
+    raw_pkg = predict_files(package, [data / "images" / "im0.tif"], tmp_path / "pr",
+                            options=Options(border="mirror", probabilities=True))
+    assert tifffile.imread(raw_pkg[0].output).dtype == np.float32
+
 
 @pytest.mark.parametrize(("dims", "anisotropic", "shape"), [(2, False, (24, 40)), (3, True, (5, 16, 24)),
                                                              (3, False, (8, 16, 8))])

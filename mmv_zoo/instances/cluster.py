@@ -72,10 +72,16 @@ def entry_labels(output: Any, entry: Any, seed_threshold: float | None = None, d
     `mmv-zoo predict` writes for a run, an entry with weights or a package of ours."""
     from .embedding import entry_spacing
 
-    s = entry.mmv.embedseg
+    return settings_labels(output, entry.mmv.embedseg, entry_spacing(entry), seed_threshold, device)
+
+
+def settings_labels(output: Any, settings: Any, spacing: Sequence[float], seed_threshold: float | None = None,
+                    device: Any = "cpu") -> np.ndarray:
+    """`entry_labels` with the `embedseg` settings and coordinate spacing given directly (a package's
+    rdf config and axes)."""
     y = torch.from_numpy(np.ascontiguousarray(output, np.float32)).to(device)
-    ids = cluster(y, entry_spacing(entry), s.sigmas(entry.spatial_dims), seed_threshold or s.seed_threshold,
-                  s.foreground_threshold, s.min_size).cpu().numpy()
+    ids = cluster(y, spacing, settings.sigmas(len(spacing)), seed_threshold or settings.seed_threshold,
+                  settings.foreground_threshold, settings.min_size).cpu().numpy()
     return ids[None].astype(label_dtype(int(ids.max(initial=0))))
 
 

@@ -24,9 +24,12 @@ SIGMA_OFFSET = 1.0
 
 def entry_spacing(entry: Any) -> list[float]:
     """Coordinate step per space axis (z, y, x order) from the entry's input axes' `scale`."""
-    axes = entry.inputs[0].space_axes
-    x = axes[-1].scale
-    return [a.scale / x / UNIT for a in axes]
+    return axes_spacing([a.scale for a in entry.inputs[0].space_axes])
+
+
+def axes_spacing(scales: Sequence[float]) -> list[float]:
+    """Coordinate step per space axis from the axes' physical scales (z, y, x order)."""
+    return [float(s) / float(scales[-1]) / UNIT for s in scales]
 
 
 def coordinate_grid(shape: Sequence[int], spacing: Sequence[float], device: Any = None,

@@ -271,7 +271,7 @@ class EntryPredictor:
         self.entry = entry
         self.package = entry_package(entry)
         self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format,
-                                      border=options.border if options else None)
+                                      border=options.border if options else None, raw=True)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
         self.options = options or Options(probabilities=probabilities)
         self.out_channels = len(entry.outputs[0].channel_names)
@@ -301,7 +301,8 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
         raise RunError(f"{source}: --direction {options.direction} is for CycleGAN runs; a package or zoo entry "
                        "predicts in the one direction it was exported for")
     if is_package(path):
-        return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format, border=options.border)
+        return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format, border=options.border,
+                                raw=options.probabilities, seed_threshold=options.threshold)
     if is_run:
         return RunPredictor(source, options=options)  # says what a run folder lacks
     try:

@@ -188,11 +188,28 @@ def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple
     raise RunError(f"{source}: refused, no weight format reproduces the package's test tensors: {'; '.join(problems)}")
 
 
+def instance_settings(descr: Any, source: str | Path) -> Any:
+    """The `embedseg` clustering settings of an mmv_zoo package of task `instance`; None otherwise."""
+    config = descr.config.get("mmv_zoo") if hasattr(descr.config, "get") else getattr(descr.config, "mmv_zoo", None)
+    if not isinstance(config, dict) or config.get("task") != "instance" or not isinstance(config.get("embedseg"), dict):
+        return None
+    from pydantic import ValidationError
+
+    from ..settings.embedseg import EmbedSegSettings
+
+    try:
+        return EmbedSegSettings.model_validate(config["embedseg"])
+    except ValidationError as e:
+        raise RunError(f"{source}: config.mmv_zoo.embedseg: {' '.join(str(e).split())[:300]}") from None
+
+
 class PackagePredictor:
     """Runs a BioImage.IO model package on (C, [Z], Y, X) arrays."""
 
     def __init__(self, source: str | Path, trust_code: bool = False, weight_format: str | None = None,
-                 border: str | None = None) -> None:
+                 border: str | None = None, raw: bool = False, seed_threshold: float | None = None) -> None:
+        """`raw=True` returns an instance package's embeddings instead of clustering them into labels
+        (mmv_zoo packages of task `instance` carry their clustering settings in `config.mmv_zoo`)."""
         from bioimageio.core import create_prediction_pipeline
 
         self.source = source
@@ -217,8 +234,22 @@ class PackagePredictor:
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
         self.plan_rules, self.halo = self._tiling()
         self.out_channels = len(self.channel_names)
+        self.seed_threshold = seed_threshold
+        self.instances = None if raw else instance_settings(descr, source)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing;
+        for an mmv_zoo instance package, (1, [Z], Y, X) labels clustered from those embeddings."""
+        y, names = self.outputs(x)
+        if self.instances is None:
+            return y, names
+        from ..instances.cluster import settings_labels
+        from ..instances.embedding import axes_spacing
+
+        scales = [float(a.scale) for a in self.input.axes if a.type == "space"]
+        return settings_labels(y, self.instances, axes_spacing(scales), self.seed_threshold), ["labels"]
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing.
 
         The package's preprocessing runs on the whole image (its statistics are the image's), the
