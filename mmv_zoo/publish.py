@@ -49,12 +49,31 @@ def publish(run_folder: str | Path, name: str, zoo: Path, sample: Path | None = 
         "metrics": metrics,
         "trained_on": _trained_on(info),
     }
+    cover = _cover(package, folder)
+    if cover is not None and cover not in data.get("covers", []):
+        data["covers"] = [cover, *data.get("covers", [])]
     validate_entry_data(data, f"{rdf} (published)")
     text = None if created else _replace_block(rdf.read_text(), data["config"]["mmv_zoo"]["pretrained"])
+    if text is not None and cover is not None and "\ncovers:" not in "\n" + text and "\ninputs:" in text:
+        text = text.replace("\ninputs:", f"\ncovers: [{cover}]\ninputs:", 1)
     if text is None or yaml.safe_load(text) != data:  # keep the file's own formatting when we can
         text = yaml.safe_dump(data, sort_keys=False)
     _write_atomic(rdf, text)
     return Published(rdf, package, digest, created)
+
+
+def _cover(package: Path, folder: Path) -> str | None:
+    """The package's cover image copied next to the entry's rdf.yaml (its name there), if it has one."""
+    import zipfile
+
+    with zipfile.ZipFile(package) as z:
+        if "cover.png" not in z.namelist():
+            return None
+        data = z.read("cover.png")
+    tmp = folder / ".cover.png.tmp"
+    tmp.write_bytes(data)
+    tmp.replace(folder / "cover.png")
+    return "cover.png"
 
 
 def _replace_block(text: str, pretrained: dict[str, Any]) -> str | None:

@@ -59,6 +59,7 @@ def test_publish_pull_predict_roundtrip(run_2d, data_2d, tmp_path, capsys):
     entry = load_entry(zoo / "my_nuclei")
     pre = entry.mmv.pretrained
     assert pre is not None and pre.source == "weights/my_nuclei.zip" and "val_loss" in pre.metrics
+    assert entry.covers == ["cover.png"] and (zoo / "my_nuclei" / "cover.png").read_bytes()[:4] == b"\x89PNG"
     code, out, _ = run_cli(["pull", str(zoo / "my_nuclei")], capsys)
     assert code == 0 and "sha256 verified" in out and pre.sha256 in out
     image = sorted((data_2d / "images").iterdir())[0]
@@ -79,11 +80,14 @@ def test_publish_into_a_hand_written_entry_keeps_its_formatting(run_2d, tmp_path
     shutil.copytree(ZOO_DIR / "nuclei_semseg_2d", zoo / "nuclei_semseg_2d", ignore=shutil.ignore_patterns("*.zip"))
     rdf = zoo / "nuclei_semseg_2d" / "rdf.yaml"
     before = rdf.read_text().replace("    network: {kind: fnet", "    # a comment\n    network: {kind: fnet")
+    before = before.replace("covers: [cover.png]\n", "")  # an entry without a cover gets one, in place
     rdf.write_text(before)
     code, out, _ = run_cli(["publish", str(run_2d), "--entry", "nuclei_semseg_2d", "--zoo", str(zoo)], capsys)
     assert code == 0 and "updated" in out
     after = rdf.read_text()
     head = before.split("    pretrained:")[0]
+    assert "\ncovers: [cover.png]\ninputs:" in after
+    after = after.replace("covers: [cover.png]\n", "")
     assert after.startswith(head) and "# a comment" in after  # everything before the block is untouched
     pre = load_entry(rdf).mmv.pretrained
     assert pre.sha256 != yaml.safe_load(before)["config"]["mmv_zoo"]["pretrained"]["sha256"]
