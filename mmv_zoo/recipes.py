@@ -107,10 +107,11 @@ def _write(path: Path, data: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if c == 3 and z == 1 and data.dtype == np.uint8:
         tifffile.imwrite(path, np.moveaxis(data[:, 0], 0, -1), photometric="rgb")
-    elif c == 1:
-        tifffile.imwrite(path, data[0, 0] if z == 1 else data[0])
+    elif c == 1:  # minisblack: tifffile would store a stack of 3 or 4 slices as RGB(A) samples
+        tifffile.imwrite(path, data[0, 0] if z == 1 else data[0], photometric="minisblack")
     else:
-        tifffile.imwrite(path, data[:, 0] if z == 1 else data, metadata={"axes": "CYX" if z == 1 else "CZYX"})
+        tifffile.imwrite(path, data[:, 0] if z == 1 else data, photometric="minisblack",
+                         metadata={"axes": "CYX" if z == 1 else "CZYX"})
     return path
 
 
@@ -187,19 +188,23 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
     found = _members(src, "*.csv")
     if len(found) != 1:
         raise DataError(f"{where}.source: the download must be (or hold) one CSV manifest, found {len(found)}")
-    with found[0].open(newline="") as f:
-        reader = csv.DictReader(f)
-        rows, columns = list(reader), reader.fieldnames or []
     needed = [step.path_column, step.name_column, *step.where,
               *(c for c in step.channels.values() if isinstance(c, str))] + ([step.unique] if step.unique else [])
-    missing = [c for c in needed if c not in columns]
-    if missing:
-        raise DataError(f"{found[0]}: no column(s) {missing} ({where}); it has {columns}")
+    if step.unlisted is not None:
+        unlisted = step.unlisted
+        needed += [unlisted.id_column] + ([unlisted.channel] if isinstance(unlisted.channel, str) else [])
 
     def keep(row: dict[str, str]) -> bool:
         return all(row[c] in ([v] if isinstance(v, str) else v) for c, v in step.where.items())
 
-    rows = [r for r in rows if keep(r)]
+    with found[0].open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise DataError(f"{found[0]}: no column(s) {missing} ({where}); it has {columns}")
+        rows = [r for r in reader if keep(r)]  # filtered while reading: the Allen manifest is 1.7 GB
+    listed = _listed_ids(rows, step, found[0], where) if step.unlisted is not None else {}
     if step.unique:
         seen: set[str] = set()
         rows = [r for r in rows if not (r[step.unique] in seen or seen.add(r[step.unique]))]  # first per value
@@ -222,7 +227,36 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
             index = channel if isinstance(channel, int) else _row_index(row, channel, found[0], where)
             reduced = _reduce(data, index, step.project, f"{where}.channels.{folder}", image)
             _write(out / folder / f"{name}.tif", reduced)
+        if step.unlisted is not None:
+            _write_unlisted(step, row, data, listed[row[step.unique]], out / step.unlisted.to / f"{name}.tif",
+                            found[0], f"{where}.unlisted", image)
     return len(rows)
+
+
+def _listed_ids(rows: list[dict[str, str]], step: Any, manifest: Path, where: str) -> dict[str, set[int]]:
+    """`unique` value -> the object ids (`unlisted.id_column`) its rows list."""
+    listed: dict[str, set[int]] = {}
+    column = step.unlisted.id_column
+    for row in rows:
+        value = row[column].strip()
+        try:
+            listed.setdefault(row[step.unique], set()).add(int(float(value)))
+        except ValueError:
+            raise DataError(f"{manifest}: {column}={value!r} is not an object id "
+                            f"({where}.unlisted.id_column)") from None
+    return listed
+
+
+def _write_unlisted(step: Any, row: dict[str, str], data: np.ndarray, ids: set[int], path: Path,
+                    manifest: Path, where: str, image: Path) -> None:
+    """0/1 mask of the objects of the row's label channel whose ids are not in `ids` (see UnlistedObjects)."""
+    channel = step.unlisted.channel
+    index = channel if isinstance(channel, int) else _row_index(row, channel, manifest, where)
+    labels = _reduce(data, index, None, f"{where}.channel", image)
+    mask = (labels > 0) & ~np.isin(labels, sorted(ids))
+    if step.project == "max":
+        mask = mask.max(axis=1, keepdims=True)
+    _write(path, mask.astype(np.uint8))
 
 
 def _row_index(row: dict[str, str], column: str, manifest: Path, where: str) -> int:
@@ -304,7 +338,8 @@ def pull_data(entry: Any, out: Path, *, overwrite: bool = False,
                     counts.update({folder: counts.get(folder, 0) + n for folder in step.arrays.values()})
                 elif step.kind == "manifest":
                     n = _manifest(step, sources.get(step.source), work, where, report)
-                    counts.update({folder: counts.get(folder, 0) + n for folder in step.channels})
+                    folders = [*step.channels, *([step.unlisted.to] if step.unlisted is not None else [])]
+                    counts.update({folder: counts.get(folder, 0) + n for folder in folders})
                 else:
                     n = _split(step, work, where)
                     for folder in step.folders:

@@ -103,6 +103,34 @@ class NpzStep(_Step):
         return v
 
 
+class UnlistedObjects(Strict):
+    """Per manifest row, a 0/1 mask of the objects of a label image that the manifest does not list:
+    voxels whose label id is above 0 and not among the values of `id_column` in the rows sharing the
+    row's `unique` value (all rows matching `where`, before one is kept per value). The Allen
+    collection has one row per cell it includes, `this_cell_index` being the cell's id in the FOV's
+    cell segmentation, so the mask covers the other cells (e.g. cut by the image border): written
+    into an exclusion folder, they are left out of the loss."""
+
+    to: str
+    """Output folder of the masks (named like the row's other outputs)."""
+    channel: int | str
+    """Label channel of the row's image: an index, or the name of a column holding the index per row."""
+    id_column: str
+    """Column holding the id (label value) of the object each row describes, e.g. this_cell_index."""
+
+    @field_validator("to")
+    @classmethod
+    def _folder(cls, v: str) -> str:
+        return _check_folder(v)
+
+    @field_validator("channel")
+    @classmethod
+    def _index(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("channel index must be >= 0")
+        return v
+
+
 class ManifestStep(_Step):
     """A CSV manifest (the Allen Cell hiPSC collection's `metadata.csv`): rows selected by column
     values, each row's image downloaded (cached) and channels of it written into folders. Sources and
@@ -125,6 +153,8 @@ class ManifestStep(_Step):
     project: Literal["max"] | None = None
     limit: int | None = Field(default=None, ge=1)
     """At most this many rows (after `where` and `unique`), so a first try stays small."""
+    unlisted: UnlistedObjects | None = None
+    """Also write, per row, a mask of the label image's objects that no row lists (needs `unique`)."""
 
     @field_validator("channels")
     @classmethod
@@ -134,6 +164,12 @@ class ManifestStep(_Step):
             if isinstance(index, int) and index < 0:
                 raise ValueError(f"channel index of {folder!r} must be >= 0")
         return v
+
+    @model_validator(mode="after")
+    def _unlisted_needs_groups(self) -> ManifestStep:
+        if self.unlisted is not None and self.unique is None:
+            raise ValueError("unlisted needs `unique` (the column whose rows list one image's objects, e.g. FOVId)")
+        return self
 
 
 class SplitStep(Strict):

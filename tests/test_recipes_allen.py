@@ -1,0 +1,94 @@
+"""Recipes on the Allen Cell hiPSC single-cell image dataset, against its stand-in
+(`tests/archives_allen.py`): each row's own channels are written, cells the table does not list
+become exclusion masks (`unlisted`), and stacks of few slices stay 3D."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import tifffile
+
+from mmv_zoo.entry import load_entry
+from mmv_zoo.recipes import _read_czyx, _write, pull_data
+from mmv_zoo.settings.recipe import DataRecipe
+from tests.archives_allen import CELLS, LEVEL, ORDERS, fov_id, fov_images, metadata
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def served(server) -> str:
+    """The stand-in served from 127.0.0.1; returns the URL of its metadata.csv."""
+    from tests.test_download import serve_bytes
+
+    for name, data in metadata(server.url("/")).items():
+        server.routes[f"/{name}"] = serve_bytes(data)
+    return server.url("/metadata.csv")
+
+
+def local(entry, server):
+    """The entry with its recipe pointed at the served stand-in."""
+    url = served(server)
+    for d in entry.mmv.recipe.downloads.values():
+        d.url, d.sha256 = url, hashlib.sha256(metadata("")["metadata.csv"]).hexdigest()
+    for step in entry.mmv.recipe.steps:
+        if getattr(step, "base_url", None):
+            step.base_url = server.url("/")
+    return entry
+
+
+def test_labelfree_recipe_writes_each_rows_brightfield_and_structure(server, cache, tmp_path):
+    done = pull_data(local(load_entry("labelfree_3d_fbl"), server), tmp_path / "out", report=quiet)
+    assert done.files == {"brightfield": 3, "fluorescence": 3, "holdout/brightfield": 1, "holdout/fluorescence": 1}
+    out = tmp_path / "out"
+    written = sorted(p.name for p in [*(out / "brightfield").iterdir(), *(out / "holdout" / "brightfield").iterdir()])
+    assert written == sorted(f"{fov_id('FBL', k)}.tif" for k in range(4))  # one file per FOV, FBL only
+    for k in range(4):
+        raw = fov_images("FBL", k)["raw"]
+        folder = out if (out / "brightfield" / f"{fov_id('FBL', k)}.tif").exists() else out / "holdout"
+        for sub, column in (("brightfield", "ChannelNumberBrightfield"), ("fluorescence", "ChannelNumberStruct")):
+            got = tifffile.imread(folder / sub / f"{fov_id('FBL', k)}.tif")
+            assert got.shape == raw.shape[1:]
+            np.testing.assert_array_equal(got, raw[ORDERS[k % 2].index(column)])
+            assert LEVEL[column] <= got.min() and got.max() < LEVEL[column] + 100
+
+
+def test_unlisted_cells_become_exclusion_masks(server, cache, tmp_path):
+    entry = load_entry("instance_seg_3d_embedseg")
+    base = server.url("/")
+    common = {"kind": "manifest", "source": "metadata", "where": {"structure_name": "LMNB1"}, "unique": "FOVId",
+              "base_url": base, "name_column": "FOVId", "limit": 2}
+    entry.mmv.recipe = DataRecipe(description="x", downloads={"metadata": {"url": served(server)}}, steps=[
+        {**common, "path_column": "fov_path", "channels": {"images": "ChannelNumber405"}},
+        {**common, "path_column": "fov_seg_path", "channels": {"labels": 0},
+         "unlisted": {"to": "costmaps", "channel": 1, "id_column": "this_cell_index"}}])
+    done = pull_data(entry, tmp_path / "out", report=quiet)
+    assert done.files == {"images": 2, "labels": 2, "costmaps": 2}
+    for k in range(2):
+        seg = fov_images("LMNB1", k)["seg"]
+        mask = tifffile.imread(tmp_path / "out" / "costmaps" / f"{fov_id('LMNB1', k)}.tif")
+        assert mask.dtype == np.uint8
+        np.testing.assert_array_equal(mask, (seg[1] == CELLS).astype(np.uint8))  # the one cell no row lists
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "labels" / f"{fov_id('LMNB1', k)}.tif"),
+                                      seg[0])
+
+
+def test_unlisted_needs_unique_and_ids():
+    step = {"kind": "manifest", "source": "m", "path_column": "p", "name_column": "n", "channels": {"a": 0},
+            "unlisted": {"to": "costmaps", "channel": 1, "id_column": "this_cell_index"}}
+    with pytest.raises(ValueError, match="unlisted needs `unique`"):
+        DataRecipe(description="x", downloads={"m": {"url": "https://x/m.csv"}}, steps=[step])
+    with pytest.raises(ValueError, match="must be >= 0"):
+        DataRecipe(description="x", downloads={"m": {"url": "https://x/m.csv"}},
+                   steps=[{**step, "unique": "n", "unlisted": {**step["unlisted"], "channel": -1}}])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 9), (1, 4, 8, 9), (2, 3, 8, 9), (1, 1, 8, 9)])
+def test_written_stacks_keep_their_slices(shape, tmp_path):
+    """tifffile alone would store 3 or 4 slices as RGB(A) samples of one plane."""
+    data = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
+    _write(tmp_path / "a.tif", data)
+    np.testing.assert_array_equal(_read_czyx(tmp_path / "a.tif"), data)
