@@ -188,3 +188,33 @@ def test_image_border_tiles_reproduce_one_pass_over_the_image(shape):
 def test_unknown_border_is_refused():
     with pytest.raises(ValueError, match="border 'zero'"):
         plan_tiles((16, 16), [SizeRule(min=8, step=8)] * 2, [8, 8], budget=10**4, border="zero")
+
+
+@pytest.mark.parametrize(("kind", "settings"), [
+    ("fnet", {"kind": "fnet", "depth": 2, "mult_chan": 4}),
+    ("unet", {"kind": "unet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "norm": "batch"}),
+])
+def test_cpu_inference_folds_every_batch_norm_and_keeps_the_output(kind, settings):
+    """Batch norms after convolutions and after transposed convolutions (upsampling) are folded into
+    them; the result equals the network's, and the network itself is left as it was."""
+    from pydantic import TypeAdapter
+
+    from mmv_zoo.nets.factory import build_network
+    from mmv_zoo.predict.engine import cpu_inference
+    from mmv_zoo.settings.networks import NetworkSettings
+
+    torch.manual_seed(0)
+    net = build_network(TypeAdapter(NetworkSettings).validate_python(settings), 3, 1, 2).eval()
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert any(isinstance(m, nn.modules.conv._ConvTransposeNd) for m in net.modules()) and bns
+    for m in bns:  # statistics that make folding matter
+        m.running_mean.uniform_(-0.5, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+        m.weight.data.uniform_(0.5, 1.5)
+    fast, fmt = cpu_inference(net, 3)
+    assert not [m for m in fast.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len([m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]) == len(bns)
+    x = torch.randn(1, 1, 8, 32, 32)
+    with torch.inference_mode():
+        a, b = net(x), fast(x.contiguous(memory_format=fmt))
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-5

@@ -134,7 +134,7 @@ def cpu_inference(net: Any, spatial_dims: int) -> tuple[Any, Any]:
     try:
         from torch.fx.experimental.optimization import fuse
 
-        fast = fuse(net)  # a folded copy (eval mode)
+        fast = _fold_transposed(fuse(net))  # a folded copy (eval mode)
     except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow): unfolded
         fast = copy.deepcopy(net)
     fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
@@ -142,6 +142,34 @@ def cpu_inference(net: Any, spatial_dims: int) -> tuple[Any, Any]:
         return fast.to(memory_format=fmt), fmt
     except RuntimeError:  # parameters of another rank (a 2D convolution in a 3D network)
         return fast, torch.contiguous_format
+
+
+def _fold_transposed(gm: Any) -> Any:
+    """Fold each batch norm that follows a transposed convolution into it (torch.fx's `fuse` folds only
+    plain convolutions): the upsampling layers of fnet and UNets."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    modules = dict(gm.named_modules())
+    folded = False
+    for node in list(gm.graph.nodes):
+        prev = node.args[0] if node.op == "call_module" and node.args else None
+        if (getattr(prev, "op", None) != "call_module" or len(prev.users) != 1
+                or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm)
+                or not isinstance(modules[prev.target], nn.modules.conv._ConvTransposeNd)
+                or not modules[node.target].track_running_stats):
+            continue
+        fused = fuse_conv_bn_eval(modules[prev.target], modules[node.target], transpose=True)
+        parent, _, name = prev.target.rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, name, fused)
+        modules[prev.target] = fused
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+        folded = True
+    if folded:
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return gm
 
 
 def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_size: int = 1,
