@@ -218,3 +218,18 @@ def test_cpu_inference_folds_every_batch_norm_and_keeps_the_output(kind, setting
     with torch.inference_mode():
         a, b = net(x), fast(x.contiguous(memory_format=fmt))
     assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+
+
+def test_cpu_inference_folds_once_per_network_until_its_weights_change():
+    from mmv_zoo.predict.engine import cpu_inference
+
+    net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.BatchNorm3d(2)).eval()
+    first, _ = cpu_inference(net, 3)
+    assert cpu_inference(net, 3)[0] is first  # many files, one model: folded once
+    x = torch.randn(1, 1, 4, 8, 8)
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)  # e.g. training went on
+    again, fmt = cpu_inference(net, 3)
+    assert again is not first
+    with torch.inference_mode():
+        assert torch.allclose(again(x.contiguous(memory_format=fmt)), net(x), atol=1e-5)
