@@ -2,9 +2,9 @@
 
     python scripts/check_zoo_exports.py [--checker PATH] [--entries a,b] [--keep DIR]
 
-For each entry: tiny training data in the entry's layout (crops of the bundled BBBC007 images for
-2D, synthetic smooth/noisy stacks for 3D), a tiny training run (few steps, small network, small
-discriminator for the GAN frameworks), an export with all three weight formats (torchscript, onnx,
+For each entry: tiny synthetic training data in the entry's layout and axes and a tiny training run
+(small network, small discriminator for the GAN frameworks; both from `mmv_zoo.testing`, which
+tests/test_zoo_entries.py shares), an export with all three weight formats (torchscript, onnx,
 pytorch_state_dict; a CycleGAN run: one package per direction), then the checker
 (`../shared/tools/check_bioimageio_package.sh` by default; `MMV_ZOO_CHECKER` or `--checker`
 overrides) with the input image for its tiled-prediction step. The checker runs released
@@ -14,7 +14,6 @@ bioimageio.core in its own environment, without mmv_zoo or MONAI. Exit status 1 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,84 +22,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "mmv_zoo" / "sample_data" / "bbbc007" / "train"
 DEFAULT_CHECKER = ROOT.parent / "shared" / "tools" / "check_bioimageio_package.sh"
 FORMATS = "torchscript,onnx,pytorch_state_dict"
-TINY = {"fnet": ["network.depth=2", "network.mult_chan=4"], "unet": ["network.channels=[4,8,16]"],
-        "attention_unet": ["network.channels=[4,8,16]"], "branched_erfnet": ["network.channels=[4,8,16]"],
-        "dyn_unet": ["network.filters=[4,8,16,32]"]}
-COMMON = ["training.max_epochs=1", "training.patches_per_image=2", "training.batch_size=2"]
-GAN = ("pix2pix", "cyclegan")
-
-
-def tiny_data(entry, root: Path) -> tuple[Path, np.ndarray]:
-    """Training pairs in the entry's folder layout, and one raw input image (1, 1, [Z], Y, X) float32."""
-    layout = entry.mmv.data.layout
-    src, tgt = root / layout.source, root / layout.target
-    src.mkdir(parents=True)
-    tgt.mkdir(parents=True)
-    if entry.spatial_dims == 2:
-        for path in sorted((SAMPLE / "images").glob("*.tif"))[:3]:
-            image = tifffile.imread(path)[100:196, 100:196]
-            if entry.in_channels == 3:  # an RGB input (staining transfer): the crop as grey RGB
-                tifffile.imwrite(src / path.name, np.stack([image] * 3, -1), photometric="rgb")
-            else:
-                tifffile.imwrite(src / path.name, image)
-            tifffile.imwrite(tgt / path.name, tifffile.imread(SAMPLE / "labels" / path.name)[100:196, 100:196])
-    else:
-        from scipy.ndimage import gaussian_filter
-
-        rng = np.random.default_rng(0)
-        for i in range(2):
-            depth = 24 if entry.mmv.framework in GAN else 16  # GAN patches are 16 deep: a larger halo
-            clean = gaussian_filter(rng.random((depth, 48, 48)), 2.0)
-            clean = (clean - clean.min()) / (clean.max() - clean.min()) * 1000 + 100
-            noisy = clean + rng.normal(0, 60, clean.shape)
-            tifffile.imwrite(src / f"stack{i}.tif", noisy.clip(0, 65535).astype(np.uint16))
-            if entry.mmv.task == "segmentation":
-                tifffile.imwrite(tgt / f"stack{i}.tif", (clean > np.median(clean)).astype(np.uint8))
-            elif entry.mmv.task == "instance":  # the blobs as instance labels
-                from scipy.ndimage import label
-
-                tifffile.imwrite(tgt / f"stack{i}.tif", label(clean > np.percentile(clean, 70))[0].astype(np.uint16))
-            else:
-                tifffile.imwrite(tgt / f"stack{i}.tif", clean.astype(np.uint16))
-    if getattr(layout, "exclusion", None):  # exclusion masks (instance entries): one image with a masked corner
-        (root / layout.exclusion).mkdir()
-        first = sorted(src.iterdir())[0]
-        mask = np.zeros(tifffile.imread(first).shape[-entry.spatial_dims:], np.uint8)
-        mask[..., :8, :8] = 1
-        tifffile.imwrite(root / layout.exclusion / first.name, mask)
-    return root, first_image(src)
-
-
-def first_image(folder: Path) -> np.ndarray:
-    """The folder's first image as (1, C, [Z], Y, X) float32 (the checker's tiled-prediction input)."""
-    image = tifffile.imread(sorted(folder.iterdir())[0]).astype(np.float32)
-    return np.moveaxis(image, -1, 0)[None] if image.ndim == 3 and image.shape[-1] == 3 else image[None, None]
-
-
-def overrides(entry) -> list[str]:
-    gan = entry.mmv.framework in GAN
-    patch = "[32,32]" if entry.spatial_dims == 2 else "[16,32,32]" if gan else "[8,32,32]"
-    net = list(TINY.get(entry.mmv.network.kind, []))
-    strides = getattr(entry.mmv.network, "strides", None)
-    if net and strides is not None and entry.mmv.network.kind not in ("fnet", "dyn_unet"):  # levels of tiny channels
-        net.append(f"network.strides={json.dumps(strides[:2])}")
-    if gan:
-        net.append(f"{entry.mmv.framework}.discriminator={{channels: 4, depth: 2}}")
-    return net + COMMON + [f"data.patch={patch}"]
 
 
 def check(name: str, checker: Path, work: Path) -> tuple[bool, str]:
     from mmv_zoo.entry import load_entry
     from mmv_zoo.export.package import export_package
+    from mmv_zoo.testing import first_image, tiny_data, tiny_overrides
     from mmv_zoo.train import train
 
-    entry = load_entry(name, overrides(load_entry(name)))
+    entry = load_entry(name, tiny_overrides(load_entry(name)))
     data, image = tiny_data(entry, work / "data")
     run = train(entry, data, work / "runs", progress=False).folder
     targets = [(None, image)]
