@@ -155,6 +155,31 @@ def schema() -> None:
 
 
 @app.command()
+def new(
+    entry: Annotated[str, typer.Argument(help="Name of the new entry (its folder): letters, digits, _ and -.")],
+    template: Annotated[str, typer.Option("--from", help="The entry to start from: a zoo entry name, folder or "
+                                                        "rdf.yaml.")],
+    zoo: Annotated[Path, typer.Option(help="Your zoo folder (entries are <zoo>/<name>/rdf.yaml).")] = Path("zoo"),
+) -> None:
+    """Create a new entry from an existing one, to adapt its method to your data by editing YAML: the
+    template's rdf.yaml without its trained weights and data (pretrained, recipe, paper, training_data),
+    and a README saying what to edit."""
+    from ..scaffold import new_entry
+
+    done = new_entry(entry, template, zoo)
+    console = _console()
+    console.print(f"[bold green]created[/bold green] {done.folder} from {done.template}", highlight=False,
+                  soft_wrap=True)
+    if done.dropped:
+        console.print(f"  left out   {', '.join(done.dropped)} (the template's own model and data)",
+                      highlight=False, soft_wrap=True)
+    console.print(f"  next: edit {done.folder / 'rdf.yaml'}: data layout folders, channels, normalization "
+                  f"(see {done.folder / 'README.md'}), then\n"
+                  f"        mmv-zoo validate {done.folder}\n"
+                  f"        mmv-zoo train {done.folder} --data DIR", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def train(
     entry: Annotated[str | None, typer.Argument(help="Entry name, folder or rdf.yaml (not with --resume).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Training data folder (laid out as the entry says; "
