@@ -46,7 +46,8 @@ def test_list_shows_weights_and_data():
     assert rows["nuclei_semseg_2d"].weights == "bundled" and rows["nuclei_semseg_2d"].data == "bundled"
     assert rows["labelfree_3d_fnet"].weights == "train first"
     assert rows["denoise_3d_care"].weights.startswith("DOI")
-    assert rows["instance_seg_3d_embedseg"].data == "described"  # training_data, nothing shipped
+    assert rows["instance_seg_3d_embedseg"].data == "recipe"  # training_data and a recipe
+    assert rows["semantic_seg_3d_fibrillarin"].data == "described"  # training_data, nothing shipped
 
 
 def test_card(capsys):
