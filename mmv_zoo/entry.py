@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import EntryError
 from .overrides import apply_overrides
@@ -97,7 +97,8 @@ class Entry(Strict):
     type: Literal["model"] = "model"
     format_version: str = Field(default="0.5.4", pattern=r"^0\.5\.\d+$")
     name: str = Field(min_length=5, max_length=128)
-    description: str
+    """Letters, digits, spaces and `_ + - ( )` only (BioImage.IO refuses other characters on export)."""
+    description: str = Field(max_length=1024)
     authors: list[Author] = Field(min_length=1)
     cite: list[Cite] = Field(min_length=1)
     license: str
@@ -113,6 +114,15 @@ class Entry(Strict):
     outputs: list[Tensor] = Field(min_length=1, max_length=1)
     config: EntryConfig
     _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _bioimageio_name(cls, v: str) -> str:
+        bad = sorted({c for c in v if not (c.isascii() and (c.isalnum() or c in "_+- ()"))})
+        if bad:
+            raise ValueError(f"{v!r} contains {' '.join(repr(c) for c in bad)}; a BioImage.IO name may only hold "
+                             "letters, digits, spaces and _ + - ( )")
+        return v
 
     @property
     def source(self) -> Path | None:

@@ -146,3 +146,8 @@ def test_weights_point_to_pretrained(tmp_path):
     (tmp_path / "rdf.yaml").write_text(yaml.safe_dump(data))
     msg = _error(str(tmp_path / "rdf.yaml"), [])
     assert "config.mmv_zoo.pretrained" in msg and len(msg.splitlines()) == 1
+
+@pytest.mark.parametrize("name", ["Denoising 3D, Planaria", "Labelfree 2D (HeLa → H2B)", "LAP2β staining"])
+def test_names_bioimageio_would_refuse_are_refused_at_validation(name):
+    msg = _error("nuclei_semseg_2d", [f"name={name}"])
+    assert "name:" in msg and "letters, digits, spaces" in msg and len(msg.splitlines()) == 1
