@@ -76,3 +76,20 @@ def test_size_rule_fit():
     assert [r.fit_down(n) for n in (1, 16, 17, 40)] == [16, 16, 16, 32]
     fixed = SizeRule(min=64, step=0)
     assert fixed.fit(10) == fixed.fit(100) == 64
+
+
+@pytest.mark.parametrize(("cfg", "dims"), [
+    ({"kind": "unet", "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0, "norm": "instance"}, 2),
+    ({"kind": "dyn_unet", "kernel_size": [3, 3, 3], "strides": [1, 2, 2], "filters": [4, 8, 16]}, 3),
+    ({"kind": "basic_unet", "features": [4, 4, 8, 8, 16, 4]}, 2),
+])
+def test_instance_normalized_networks_train_at_their_smallest_size(cfg, dims):
+    """The smallest size an entry declares (and a package advertises) must train: instance norm needs
+    more than one voxel at the bottom level, so it is twice the downsampling."""
+    settings = TypeAdapter(NetworkSettings).validate_python(cfg)
+    rules = settings.size_rule(dims)
+    assert all(r.min == 2 * r.step for r in rules if r.step > 1)
+    net = build_network(settings, dims, 1, 1).train()
+    net(torch.randn(2, 1, *[r.min for r in rules])).sum().backward()
+    with pytest.raises(ValueError, match="more than 1 spatial element"):  # one step less: the bottom is 1 voxel
+        net(torch.randn(2, 1, *[r.min - r.step for r in rules]))

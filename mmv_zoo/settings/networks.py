@@ -84,12 +84,22 @@ class _LevelNetwork(_NetworkBase):
         return _prod_strides(self.resolved_strides(), spatial_dims)
 
 
+def _instance_norm_rule(rules: list[SizeRule], norm: str) -> list[SizeRule]:
+    """Instance norm needs more than one voxel at the bottom level: twice the downsampling at least."""
+    if "instance" not in str(norm).lower():
+        return rules
+    return [SizeRule(min=max(2 * r.step, r.min), step=r.step) for r in rules]
+
+
 class UNetSettings(_LevelNetwork):
     """MONAI's residual UNet (`monai.networks.nets.UNet`)."""
 
     kind: Literal["unet"]
     num_res_units: int = 2
     norm: str = "batch"
+
+    def size_rule(self, spatial_dims: int) -> list[SizeRule]:
+        return _instance_norm_rule(super().size_rule(spatial_dims), self.norm)
 
 
 class AttentionUNetSettings(_LevelNetwork):
@@ -108,6 +118,9 @@ class BasicUNetSettings(_NetworkBase):
 
     def downsampling(self, spatial_dims: int) -> list[int]:
         return [16] * spatial_dims
+
+    def size_rule(self, spatial_dims: int) -> list[SizeRule]:
+        return _instance_norm_rule(super().size_rule(spatial_dims), self.norm)
 
 
 class DynUNetSettings(_NetworkBase):
@@ -137,6 +150,9 @@ class DynUNetSettings(_NetworkBase):
             except ValueError as e:
                 raise ValueError(f"kernel_size[{i}] {e}") from None
         return _prod_strides(self.strides, spatial_dims)
+
+    def size_rule(self, spatial_dims: int) -> list[SizeRule]:
+        return _instance_norm_rule(super().size_rule(spatial_dims), self.norm_name)
 
 
 class SwinUNETRSettings(_NetworkBase):
