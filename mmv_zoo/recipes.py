@@ -140,6 +140,10 @@ def _files(step: Any, src: Path, out: Path, where: str) -> int:
         paths = paths[: step.limit]
     if not paths:
         raise DataError(f"{where}.glob: no file matches {step.glob!r} in the download")
+    if step.has_ops():  # crop, grey, time points, names, labels, matching: recipe_ops.py
+        from .recipe_ops import files_with_ops
+
+        return files_with_ops(step, paths, out, where, _read_czyx, _write, _reduce)
     for path in paths:
         stem = image_stem(path)
         if step.strip:

@@ -192,12 +192,11 @@ def test_zoo_recipe_runs_against_its_stand_in_and_gives_the_entry_layout(slug, s
     """The entry's own steps, with each download pointed at a stand-in of the same structure."""
     entry = load_entry(slug)
     recipe = entry.mmv.recipe
-    for d in recipe.downloads.values():
+    for key, d in recipe.downloads.items():
         name = _download_name(d)
         files = BUILDERS[name](server.url("/"))
         host(server, files)
-        d.doi, d.file, d.url = None, None, server.url(f"/{name}")
-        d.sha256 = hashlib.sha256(files[name]).hexdigest()
+        recipe.downloads[key] = type(d)(url=server.url(f"/{name}"), sha256=hashlib.sha256(files[name]).hexdigest())
     for step in recipe.steps:
         if getattr(step, "base_url", None):
             step.base_url = server.url("/")

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Strict
+from .recipe_ops import FileOps
 
 _FOLDER = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -54,7 +55,7 @@ class _Step(Strict):
     """Name of the download (a key of `downloads`) the step reads."""
 
 
-class FilesStep(_Step):
+class FilesStep(_Step, FileOps):
     """Image files of a download (members of an archive matching `glob`, or the file itself) written
     into `to`, optionally reduced to one channel and/or max-projected along Z."""
 
