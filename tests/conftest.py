@@ -57,7 +57,7 @@ def make_3d_pairs(root: Path, source: str, target: str, n: int = 2, shape=(12, 4
 
 @pytest.fixture(scope="session")
 def data_3d(tmp_path_factory) -> Path:
-    """Two synthetic noisy/clean 3D pairs in the denoise_3d_care layout (low/, high/)."""
+    """Two synthetic noisy/clean 3D pairs in the denoise_3d_planaria layout (low/, high/)."""
     return make_3d_pairs(tmp_path_factory.mktemp("data3d"), "low", "high")
 
 
@@ -76,7 +76,8 @@ def run_3d(data_3d, tmp_path_factory) -> Path:
     from mmv_zoo.entry import load_entry
     from mmv_zoo.train import train
 
-    entry = load_entry("denoise_3d_care", TINY_3D + ["network.channels=[4,8,16]"])
+    tiny_unet = ["network.channels=[4,8,16]", "network.strides=[[1,2,2],[2,2,2]]", "network.num_res_units=1"]
+    entry = load_entry("denoise_3d_planaria", TINY_3D + tiny_unet)
     return train(entry, data_3d, tmp_path_factory.mktemp("runs3d"), progress=False).folder
 
 

@@ -23,11 +23,12 @@ from mmv_zoo.frameworks.fcn import InferenceModel
 # (entry, overrides): 2D cases on the segmentation entry (softmax inside), 3D on the regression entry.
 CASES = {
     "unet_2d": ("nuclei_semseg_2d", ["network={kind: unet, channels: [4, 8, 16]}"]),
-    "unet_3d": ("denoise_3d_care", ["network.channels=[4,8,16]"]),  # anisotropic strides [[1,2,2],[2,2,2]]
+    "unet_3d": ("denoise_3d_planaria", ["network.channels=[4,8,16]", "network.strides=[[1,2,2],[2,2,2]]",
+                                     "network.num_res_units=1"]),  # anisotropic strides
     "attention_unet_2d": ("nuclei_semseg_2d", ["network={kind: attention_unet, channels: [4, 8, 16]}"]),
-    "attention_unet_3d": ("denoise_3d_care", ["network={kind: attention_unet, channels: [4, 8], strides: [2]}"]),
+    "attention_unet_3d": ("denoise_3d_planaria", ["network={kind: attention_unet, channels: [4, 8], strides: [2]}"]),
     "basic_unet_2d": ("nuclei_semseg_2d", ["network={kind: basic_unet, features: [4, 4, 8, 8, 16, 4]}"]),
-    "dyn_unet_3d": ("denoise_3d_care", ["network={kind: dyn_unet, kernel_size: [3, 3, 3], strides: [1, 2, 2], "
+    "dyn_unet_3d": ("denoise_3d_planaria", ["network={kind: dyn_unet, kernel_size: [3, 3, 3], strides: [1, 2, 2], "
                                         "filters: [4, 8, 16], res_block: true}"]),
     "unetr_2d": ("nuclei_semseg_2d", ["network={kind: unetr, img_size: [32, 32], hidden_size: 32, mlp_dim: 32, "
                                       "num_heads: 2, feature_size: 4}", "data.patch=[32,32]"]),
@@ -218,7 +219,7 @@ def test_inference_wrapper_keys_are_kept():
 
 def test_architecture_file_is_the_one_the_package_checks(tmp_path):
     """The text written by the fx path is a valid module file on disk (what the export loads)."""
-    entry = load_entry("denoise_3d_care", ["network.channels=[4,8,16]"])
+    entry = load_entry("denoise_3d_planaria", ["network.channels=[4,8,16]", "network.strides=[2,2]"])
     arch = architecture(entry)
     path = Path(tmp_path / "architecture.py")
     path.write_text(arch.text)

@@ -34,7 +34,7 @@ def test_list_filters(capsys):
     assert {r.entry for r in both} >= {"nuclei_instance_2d", "instance_seg_2d_embedseg"}
     assert all(r.framework == "embedseg" and r.dims == "2D" for r in both)
     code, out, _ = run_cli(["list", "--dims", "3"], capsys)
-    assert code == 0 and "denoise_3d_care" in out and "nuclei_semseg_2d" not in out
+    assert code == 0 and "denoise_3d_planaria" in out and "nuclei_semseg_2d" not in out
     code, out, _ = run_cli(["list", "--framework", "no_such_framework"], capsys)
     assert code == 0 and "no entries match" in out and "embedseg" in out
     code, _, err = run_cli(["list", "--task", "segmentaton"], capsys)
@@ -45,7 +45,7 @@ def test_list_shows_weights_and_data():
     rows = {r.entry: r for r in catalog()}
     assert rows["nuclei_semseg_2d"].weights == "bundled" and rows["nuclei_semseg_2d"].data == "bundled"
     assert rows["labelfree_3d_fnet"].weights == "train first"
-    assert rows["denoise_3d_care"].weights.startswith("DOI")
+    assert rows["denoise_3d_planaria"].weights.startswith("DOI")
     assert rows["instance_seg_3d_embedseg"].data == "recipe"  # training_data and a recipe
     assert rows["semantic_seg_3d_fibrillarin"].data == "described"  # training_data, nothing shipped
 

@@ -56,14 +56,14 @@ def test_help_is_a_subprocess_without_heavy_imports():
 def test_list_and_show(capsys):
     code, out, _ = run_cli(["list"], capsys)
     assert code == 0
-    for name in ("nuclei_semseg_2d", "labelfree_3d_fnet", "denoise_3d_care"):
+    for name in ("nuclei_semseg_2d", "labelfree_3d_fnet", "denoise_3d_planaria"):
         assert name in out
     code, out, _ = run_cli(["show", "nuclei_semseg_2d", "--set", "training.max_epochs=7"], capsys)
     assert code == 0 and "max_epochs: 7" in out and "patches_per_image" in out  # defaults filled in
 
 
 def test_validate_exit_codes(capsys, tmp_path):
-    code, out, _ = run_cli(["validate", "nuclei_semseg_2d", "denoise_3d_care"], capsys)
+    code, out, _ = run_cli(["validate", "nuclei_semseg_2d", "denoise_3d_planaria"], capsys)
     assert code == 0 and out.count("valid") == 2
     bad = tmp_path / "rdf.yaml"
     bad.write_text((Path(__file__).parents[1] / "zoo" / "nuclei_semseg_2d" / "rdf.yaml").read_text()

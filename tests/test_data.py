@@ -113,7 +113,7 @@ def test_patch_dataset_shapes_2d_and_3d(data_2d, data_3d):
     x, y = ds[0]
     assert len(ds) == 9 and x.shape == (1, 32, 32) and y.shape == (1, 32, 32)
     assert set(np.unique(y.numpy())) <= {0, 1}  # foreground mode turns instance labels into 0/1
-    e3 = load_entry("denoise_3d_care", ["data.patch=[8,32,32]"])
+    e3 = load_entry("denoise_3d_planaria", ["data.patch=[8,32,32]"])
     p3 = load_pair(Pair(data_3d / "low" / "stack0.tif", data_3d / "high" / "stack0.tif"), e3)
     x3, y3 = PatchDataset([p3], [8, 32, 32], 2, e3.mmv.data.augment)[1]
     assert x3.shape == (1, 8, 32, 32) and y3.dtype.is_floating_point

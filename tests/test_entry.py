@@ -27,7 +27,7 @@ def _error(ref: str, overrides: list[str]) -> str:
 
 def test_bundled_entries_validate():
     names = bundled_entries()
-    assert {"nuclei_semseg_2d", "labelfree_3d_fnet", "denoise_3d_care"} <= set(names)
+    assert {"nuclei_semseg_2d", "labelfree_3d_fnet", "denoise_3d_planaria"} <= set(names)
     for name in names:
         entry = load_entry(name)
         assert entry.slug == name
@@ -81,7 +81,7 @@ def test_patch_must_fit_network():
 
 def test_loss_must_fit_task():
     assert "regression loss" in _error("nuclei_semseg_2d", ["loss.kind=mse"])
-    assert "segmentation loss" in _error("denoise_3d_care", ["loss.kind=dice"])
+    assert "segmentation loss" in _error("denoise_3d_planaria", ["loss.kind=dice"])
 
 
 def test_python_network_is_checked_at_validation():
@@ -126,7 +126,7 @@ def test_missing_entry_lists_known():
 
 
 def test_resolved_yaml_roundtrips(tmp_path):
-    entry = load_entry("denoise_3d_care", ["training.max_epochs=2"])
+    entry = load_entry("denoise_3d_planaria", ["training.max_epochs=2"])
     p = tmp_path / "rdf.yaml"
     p.write_text(entry_to_yaml(entry))
     again = load_entry(p)
@@ -146,6 +146,7 @@ def test_weights_point_to_pretrained(tmp_path):
     (tmp_path / "rdf.yaml").write_text(yaml.safe_dump(data))
     msg = _error(str(tmp_path / "rdf.yaml"), [])
     assert "config.mmv_zoo.pretrained" in msg and len(msg.splitlines()) == 1
+
 
 @pytest.mark.parametrize("name", ["Denoising 3D, Planaria", "Labelfree 2D (HeLa → H2B)", "LAP2β staining"])
 def test_names_bioimageio_would_refuse_are_refused_at_validation(name):

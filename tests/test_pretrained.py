@@ -260,9 +260,9 @@ def im2im_record(server, tmp_path, monkeypatch):
 
 def _im2im_entry(tmp_path, kind: str, member: str, **network) -> Path:
     """A zoo entry whose weights are `member` of the paper's models.zip: `kind` 'fnet' (a 2D labelfree
-    fnet) or 'unet' (the bundled denoise_3d_care, shrunk)."""
+    fnet) or 'unet' (the bundled denoise_3d_planaria, shrunk)."""
     if kind == "unet":
-        data = yaml.safe_load((ZOO_DIR / "denoise_3d_care" / "rdf.yaml").read_text())
+        data = yaml.safe_load((ZOO_DIR / "denoise_3d_planaria" / "rdf.yaml").read_text())
         mmv = data["config"]["mmv_zoo"]
         mmv["network"] = {"kind": "unet", "spatial_dims": 3, "channels": [4, 8], "strides": [[1, 2, 2]],
                           "num_res_units": 1, **network}
@@ -290,7 +290,7 @@ def _leftovers(cache) -> list[str]:
 
 
 def test_bundled_denoise_entry_references_the_paper_record():
-    pre = load_entry("denoise_3d_care").mmv.pretrained
+    pre = load_entry("denoise_3d_planaria").mmv.pretrained
     assert pre is not None and pre.source == IM2IM_DOI and pre.file == "models.zip"
     assert pre.member == "models/denoising/planaria.ckpt" and pre.format == "mmv_im2im_checkpoint"
     assert pre.sha256 is None  # recorded on first pull
@@ -446,6 +446,6 @@ def test_extract_member_is_atomic_and_safe(tmp_path):
 ])
 def test_pretrained_member_and_format_are_validated(field, value, needle):
     with pytest.raises(EntryError) as info:
-        load_entry("denoise_3d_care", [f"pretrained.{field}={value}"])
+        load_entry("denoise_3d_planaria", [f"pretrained.{field}={value}"])
     msg = str(info.value)
     assert needle in msg and len(msg.splitlines()) == 1
