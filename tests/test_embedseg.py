@@ -341,21 +341,29 @@ def test_train_and_predict_write_uint16_labels(tmp_path):
     emb = tifffile.imread(raw[0].output)
     assert emb.dtype == np.float32 and 5 in emb.shape  # offsets, sigmas, seed
 
-    # its BioImage.IO package, predicted with `mmv-zoo predict`, gives the run's labels (clustered with
-    # the settings in the package's config.mmv_zoo), or its embeddings with --probabilities
+    # its BioImage.IO package, predicted with `mmv-zoo predict`, gives the run's embeddings and clusters
+    # them into labels with the settings in the package's config.mmv_zoo (--probabilities: embeddings)
     from mmv_zoo.export.package import export_package
+    from mmv_zoo.metrics import average_precision
+    from mmv_zoo.predict.engine import postprocess
 
     package = export_package(run, tmp_path / "instances.zip", formats=("torchscript",)).zip_path
-    same = Options(border="mirror", threshold=0.3)  # packages pad by mirroring; a low seed threshold: objects
-    by_run = tifffile.imread(predict_files(run, [data / "images" / "im0.tif"], tmp_path / "r", options=same)[0].output)
-    by_pkg = tifffile.imread(predict_files(package, [data / "images" / "im0.tif"], tmp_path / "p",
-                                           options=same)[0].output)
+    image = [data / "images" / "im0.tif"]
+
+    def written(source, folder: str, **kw) -> np.ndarray:
+        opts = Options(border="mirror", threshold=0.3, **kw)  # packages mirror the border; low seed threshold
+        return tifffile.imread(predict_files(source, image, tmp_path / folder, options=opts)[0].output)
+
+    by_run, by_pkg = written(run, "r"), written(package, "p")
+    raw_run, raw_pkg = written(run, "rr", probabilities=True), written(package, "pr", probabilities=True)
     assert by_pkg.dtype == by_run.dtype and by_pkg.shape == by_run.shape and by_run.max() > 0
-    count = len(np.unique(by_run)) - 1
-    assert len(same_objects(np.squeeze(by_pkg), np.squeeze(by_run))) == count == len(np.unique(by_pkg)) - 1
-    raw_pkg = predict_files(package, [data / "images" / "im0.tif"], tmp_path / "pr",
-                            options=Options(border="mirror", probabilities=True))
-    assert tifffile.imread(raw_pkg[0].output).dtype == np.float32
+    assert raw_pkg.dtype == np.float32 and np.abs(raw_pkg - raw_run).max() < 1e-4  # torchscript vs folded net
+    emb = raw_pkg.reshape(5, *raw_pkg.shape[-2:])
+    np.testing.assert_array_equal(np.squeeze(by_pkg), np.squeeze(postprocess(emb, entry, options=Options(
+        threshold=0.3))[0]))  # the package's labels are its embeddings clustered as a run's
+    # greedy clustering of an untrained model's embeddings is sensitive to 1e-6 differences: the same
+    # objects, not the same pixels
+    assert average_precision(np.squeeze(by_pkg), np.squeeze(by_run), 0.5) > 0.8
 
 
 @pytest.mark.parametrize(("dims", "anisotropic", "shape"), [(2, False, (24, 40)), (3, True, (5, 16, 24)),
