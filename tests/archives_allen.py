@@ -75,7 +75,7 @@ def fov_id(structure: str, k: int) -> int:
 
 def metadata(base: str) -> dict[str, bytes]:
     """`metadata.csv` and every image its rows name (paths relative to the package root)."""
-    from tests.data_archives import tif  # here: data_archives imports this module
+    from tests.archive_bytes import tif
 
     files: dict[str, bytes] = {}
     rows = []

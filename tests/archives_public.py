@@ -5,26 +5,12 @@ offline the builder says so."""
 from __future__ import annotations
 
 import io
-import zipfile
 from collections.abc import Callable
 
 import numpy as np
-import tifffile
 from PIL import Image
 
-
-def tif(array: np.ndarray, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, array, **kwargs)
-    return buf.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+from tests.archive_bytes import tif, zip_bytes
 
 
 def _rng(name: str) -> np.random.Generator:

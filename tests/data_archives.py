@@ -8,43 +8,11 @@ Each builder takes the served base URL (manifests list per-row image URLs) and r
 
 from __future__ import annotations
 
-import io
-import tarfile
-import zipfile
 from collections.abc import Callable
 
 import numpy as np
-import tifffile
 
-
-def tif(array: np.ndarray, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, array, **kwargs)
-    return buf.getvalue()
-
-
-def npz(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+from tests.archive_bytes import npz, tar_gz, tif
 
 
 def _rng(name: str) -> np.random.Generator:

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from mmv_zoo.download import DownloadError, fetch, resolve_doi, safe_extract
+from tests.archive_bytes import tar_gz as make_tar
+from tests.archive_bytes import zip_bytes as make_zip
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -207,35 +209,12 @@ def test_stalled_connection_times_out_and_is_retried(server, cache):
 # ------------------------------------------------------------------------------------------- 4. archives
 
 
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
 def zip_symlink(name: str, target: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         info = zipfile.ZipInfo(name)
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
         zf.writestr(info, target)
-    return buffer.getvalue()
-
-
-def make_tar(members: dict[str, bytes], links: dict[str, tuple[bytes, str]] | None = None) -> bytes:
-    """A .tar.gz; `links` maps a member name to (tarfile.SYMTYPE or LNKTYPE, link target)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-        for name, (kind, target) in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = kind, target
-            tf.addfile(info)
     return buffer.getvalue()
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from mmv_zoo.errors import DataError
 from mmv_zoo.recipes import pull_data
 from mmv_zoo.settings.recipe import FilesStep
-from tests.data_archives import tif, zip_bytes
+from tests.archive_bytes import tif, zip_bytes
 from tests.test_recipes import host, quiet, with_recipe
 
 

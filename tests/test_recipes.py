@@ -16,7 +16,8 @@ from mmv_zoo.entry import load_entry
 from mmv_zoo.errors import DataError, DownloadError
 from mmv_zoo.recipes import RECORD, pull_data
 from mmv_zoo.settings.recipe import DataRecipe
-from tests.data_archives import BUILDERS, tar_gz, tif, zip_bytes
+from tests.archive_bytes import tar_gz, tif, zip_bytes
+from tests.data_archives import BUILDERS
 from tests.test_download import serve_bytes
 
 ZOO = Path(__file__).resolve().parents[1] / "mmv_zoo" / "zoo"
