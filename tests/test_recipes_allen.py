@@ -56,6 +56,25 @@ def test_labelfree_recipe_writes_each_rows_brightfield_and_structure(server, cac
             assert LEVEL[column] <= got.min() and got.max() < LEVEL[column] + 100
 
 
+@pytest.mark.parametrize("slug", ["synthetic_3d_cyclegan", "synthetic_3d_pix2pix"])
+def test_synthetic_3d_recipes_pair_nucleus_masks_with_the_structure_channel(slug, server, cache, tmp_path):
+    """The paper's coarse-mask synthesis: HIST1H2BJ stacks (the row's structure channel) and the FOV's
+    nucleus segmentation (fov_seg_path channel 0), same FOVs and shapes, held back as pairs."""
+    done = pull_data(local(load_entry(slug), server), tmp_path / "out", report=quiet)
+    assert done.files == {"images": 3, "masks": 3, "holdout/images": 1, "holdout/masks": 1}
+    out = tmp_path / "out"
+    for folder in (out, out / "holdout"):
+        names = [sorted(p.name for p in (folder / sub).iterdir()) for sub in ("images", "masks")]
+        assert names[0] == names[1]
+    for k in range(4):
+        name = f"{fov_id('HIST1H2BJ', k)}.tif"
+        folder = out if (out / "images" / name).exists() else out / "holdout"
+        images = fov_images("HIST1H2BJ", k)
+        np.testing.assert_array_equal(tifffile.imread(folder / "images" / name),
+                                      images["raw"][ORDERS[k % 2].index("ChannelNumberStruct")])
+        np.testing.assert_array_equal(tifffile.imread(folder / "masks" / name), images["seg"][0])
+
+
 def test_unlisted_cells_become_exclusion_masks(server, cache, tmp_path):
     entry = load_entry("instance_seg_3d_embedseg")
     base = server.url("/")
