@@ -108,7 +108,7 @@ def engine_forms(net: Any) -> dict[str, tuple[Any, Any]]:
 
     forms = {"eager": (net, torch.contiguous_format)}
     try:
-        from mmv_zoo.predict.engine import cpu_inference
+        from mmv_zoo.predict.fast import cpu_inference
     except ImportError:
         return forms
     forms["engine's cpu_inference"] = cpu_inference(net, 3)
@@ -406,7 +406,7 @@ def main() -> None:
     import torch
 
     from mmv_zoo.nets.receptive_field import entry_halo
-    from mmv_zoo.predict.engine import cpu_inference
+    from mmv_zoo.predict.fast import cpu_inference
     from mmv_zoo.predict.memory import tile_memory, voxel_budget
     from mmv_zoo.predict.tiler import plan_tiles
 

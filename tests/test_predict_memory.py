@@ -40,13 +40,14 @@ def test_prediction_tiles_follow_the_memory(run_2d, data_2d, monkeypatch):
     """Less memory, smaller tiles, the same result; each tile's activations within the memory given."""
     from mmv_zoo.io.read import read_image
     from mmv_zoo.predict import engine
+    from mmv_zoo.predict.fast import cpu_inference
     from mmv_zoo.predict.memory import voxel_budget
     from mmv_zoo.run import load_model
 
     model = load_model(run_2d)
     entry = model.entry
     x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data
-    net = engine.cpu_inference(model.inference_model().eval(), 2)[0]
+    net = cpu_inference(model.inference_model().eval(), 2)[0]
     plans = []
     real = engine.plan_tiles
     monkeypatch.setattr(engine, "plan_tiles", lambda *a, **k: plans.append(real(*a, **k)) or plans[-1])

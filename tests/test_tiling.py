@@ -200,7 +200,7 @@ def test_cpu_inference_folds_every_batch_norm_and_keeps_the_output(kind, setting
     from pydantic import TypeAdapter
 
     from mmv_zoo.nets.factory import build_network
-    from mmv_zoo.predict.engine import cpu_inference
+    from mmv_zoo.predict.fast import cpu_inference
     from mmv_zoo.settings.networks import NetworkSettings
 
     torch.manual_seed(0)
@@ -221,7 +221,7 @@ def test_cpu_inference_folds_every_batch_norm_and_keeps_the_output(kind, setting
 
 
 def test_cpu_inference_folds_once_per_network_until_its_weights_change():
-    from mmv_zoo.predict.engine import cpu_inference
+    from mmv_zoo.predict.fast import cpu_inference
 
     net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.BatchNorm3d(2)).eval()
     first, _ = cpu_inference(net, 3)
@@ -233,3 +233,24 @@ def test_cpu_inference_folds_once_per_network_until_its_weights_change():
     assert again is not first
     with torch.inference_mode():
         assert torch.allclose(again(x.contiguous(memory_format=fmt)), net(x), atol=1e-5)
+
+
+def test_cpu_inference_convolves_concatenated_parts_without_the_copy():
+    """fnet's skip connections: cat([skip, up]) -> conv becomes a sum of two convolutions (CatConv)."""
+    from mmv_zoo.nets.factory import build_network
+    from mmv_zoo.predict.fast import CatConv, cpu_inference
+    from mmv_zoo.settings.networks import NetworkSettings
+    from pydantic import TypeAdapter
+
+    torch.manual_seed(0)
+    for dims in (2, 3):
+        net = build_network(TypeAdapter(NetworkSettings).validate_python({"kind": "fnet", "depth": 2, "mult_chan": 4}),
+                            dims, 1, 2).eval()
+        fast, fmt = cpu_inference(net, dims)
+        graph = fast.graph
+        assert not [n for n in graph.nodes if n.op == "call_function" and n.target is torch.cat]
+        assert len([m for m in fast.modules() if isinstance(m, CatConv)]) == 2  # one per level
+        x = torch.randn(1, 1, *([8] * (dims - 2)), 32, 32) if dims == 3 else torch.randn(1, 1, 32, 32)
+        with torch.inference_mode():
+            a, b = net(x), fast(x.contiguous(memory_format=fmt))
+        assert float((a - b).abs().max() / a.abs().max()) < 1e-5

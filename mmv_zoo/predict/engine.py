@@ -4,7 +4,6 @@ tiled by `tiler` and written as OME-TIFF."""
 from __future__ import annotations
 
 import glob
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,74 +120,6 @@ def finisher(task: str, n_names: int, options: Options) -> tuple[Callable[[np.nd
     return (lambda y: y.astype(np.float32)), False
 
 
-def cpu_inference(net: Any, spatial_dims: int) -> tuple[Any, Any]:
-    """(network, input memory format) for fast CPU inference: each convolution folded with the batch
-    norm after it (torch.fx) and activations in channels-last order, which oneDNN's convolutions
-    prefer (fnet 3D on 2 AVX2 cores: 1.5x; outputs equal to 2e-6 relative). `net` is not modified;
-    a network fx cannot trace is only made channels-last; on a GPU it runs as it is."""
-    import torch
-
-    if next(net.parameters()).device.type != "cpu":
-        return net, torch.contiguous_format
-    versions = tuple(t._version for t in (*net.parameters(), *net.buffers()))  # changed by any in-place update
-    known = _FAST.get(net)
-    if known is not None and known[0] == versions:  # many files with one model: fold once
-        return known[1], known[2]
-    fast, fmt = _fast_copy(net, spatial_dims)
-    _FAST[net] = (versions, fast, fmt)
-    return fast, fmt
-
-
-_FAST: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""network -> (its parameter versions, folded copy, memory format): cpu_inference's cache."""
-
-
-def _fast_copy(net: Any, spatial_dims: int) -> tuple[Any, Any]:
-    import copy
-
-    import torch
-
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        fast = _fold_transposed(fuse(net))  # a folded copy (eval mode)
-    except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow): unfolded
-        fast = copy.deepcopy(net)
-    fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-    try:
-        return fast.to(memory_format=fmt), fmt
-    except RuntimeError:  # parameters of another rank (a 2D convolution in a 3D network)
-        return fast, torch.contiguous_format
-
-
-def _fold_transposed(gm: Any) -> Any:
-    """Fold each batch norm that follows a transposed convolution into it (torch.fx's `fuse` folds only
-    plain convolutions): the upsampling layers of fnet and UNets."""
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    modules = dict(gm.named_modules())
-    folded = False
-    for node in list(gm.graph.nodes):
-        prev = node.args[0] if node.op == "call_module" and node.args else None
-        if (getattr(prev, "op", None) != "call_module" or len(prev.users) != 1
-                or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm)
-                or not isinstance(modules[prev.target], nn.modules.conv._ConvTransposeNd)
-                or not modules[node.target].track_running_stats):
-            continue
-        fused = fuse_conv_bn_eval(modules[prev.target], modules[node.target], transpose=True)
-        parent, _, name = prev.target.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, name, fused)
-        modules[prev.target] = fused
-        node.replace_all_uses_with(prev)
-        gm.graph.erase_node(node)
-        folded = True
-    if folded:
-        gm.delete_all_unused_submodules()
-        gm.recompile()
-    return gm
-
-
 def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_size: int = 1,
                   budget: int | None = None, blend: str = "cosine", options: Options | None = None,
                   finish: Callable[[np.ndarray], np.ndarray] | None = None, out: Any = None,
@@ -203,6 +134,8 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     result does not depend on the tiling; tiles run on the model's device.
     """
     import torch
+
+    from .fast import cpu_inference
 
     opts = options or Options(overlap=overlap, batch_size=batch_size, budget=budget, blend=blend)
     sample = stats() if callable(stats) else stats  # a callable: the statistics' pixels are freed right here
