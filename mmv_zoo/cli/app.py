@@ -492,7 +492,8 @@ def data_pull(
 
     console = _console()
     loaded = load_entry(entry)
-    done = pull_data(loaded, out, overwrite=overwrite, report=lambda m: console.print(m, highlight=False))
+    done = pull_data(loaded, out, overwrite=overwrite,
+                     report=lambda m: console.print(m, highlight=False, soft_wrap=True))
     console.print(f"[bold green]pulled[/bold green] {loaded.slug} data into {done.out}", highlight=False)
     for folder, n in sorted(done.files.items()):
         console.print(f"  {folder}: {n} file(s)", highlight=False)
