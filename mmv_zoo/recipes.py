@@ -197,6 +197,9 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
     if step.unlisted is not None:
         unlisted = step.unlisted
         needed += [unlisted.id_column] + ([unlisted.channel] if isinstance(unlisted.channel, str) else [])
+    if step.slice is not None:
+        cut = step.slice
+        needed += [cut.mask_column] + ([cut.mask_channel] if isinstance(cut.mask_channel, str) else [])
 
     def keep(row: dict[str, str]) -> bool:
         return all(row[c] in ([v] if isinstance(v, str) else v) for c, v in step.where.items())
@@ -215,17 +218,22 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
     rows = rows[: step.limit or None]
     if not rows:
         raise DataError(f"{found[0]}: no row matches {where}.where {step.where}")
-    for k, row in enumerate(rows, 1):
-        path = row[step.path_column]
+    def get(row: dict[str, str], column: str) -> Path:
+        path = row[column]
         url = path if "://" in path else (step.base_url or "") + path.lstrip("/")
         if "://" not in url:
-            raise DataError(f"{found[0]}: {step.path_column}={path!r} is not a URL and {where}.base_url is not set")
-        report(f"  row {k}/{len(rows)}: {url.rsplit('/', 1)[-1]}")
+            raise DataError(f"{found[0]}: {column}={path!r} is not a URL and {where}.base_url is not set")
         try:
-            image = fetch(url).path
+            return fetch(url).path
         except DownloadError as e:
             raise DownloadError(f"{where}: {e}") from None
+
+    for k, row in enumerate(rows, 1):
+        report(f"  row {k}/{len(rows)}: {row[step.path_column].rsplit('/', 1)[-1]}")
+        image = get(row, step.path_column)
         data = _read_czyx(image)
+        if step.slice is not None:
+            data = _slice_of(step.slice, row, data, image, get, found[0], f"{where}.slice")
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in row[step.name_column])
         for folder, channel in step.channels.items():
             index = channel if isinstance(channel, int) else _row_index(row, channel, found[0], where)
@@ -235,6 +243,28 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
             _write_unlisted(step, row, data, listed[row[step.unique]], out / step.unlisted.to / f"{name}.tif",
                             found[0], f"{where}.unlisted", image)
     return len(rows)
+
+
+def middle_of_foreground(mask: np.ndarray) -> int | None:
+    """(first + last Z slice holding a value above 0) // 2 of a (Z, Y, X) mask; None when it is empty."""
+    z = np.flatnonzero((np.asarray(mask) > 0).reshape(mask.shape[0], -1).any(axis=1))
+    return None if z.size == 0 else int(z[0] + z[-1]) // 2
+
+
+def _slice_of(cut: Any, row: dict[str, str], data: np.ndarray, image: Path, get: Callable[..., Path],
+              manifest: Path, where: str) -> np.ndarray:
+    """The (C, 1, Y, X) slice of `data` that `cut` (SliceAt) chooses from the row's mask."""
+    mask_file = get(row, cut.mask_column)
+    source = data if mask_file == image else _read_czyx(mask_file)
+    channel = cut.mask_channel if isinstance(cut.mask_channel, int) else _row_index(row, cut.mask_channel,
+                                                                                    manifest, where)
+    mask = _reduce(source, channel, None, f"{where}.mask_channel", mask_file)[0]
+    if mask.shape[0] != data.shape[1]:
+        raise DataError(f"{mask_file}: the mask has {mask.shape[0]} Z slice(s), {image} has {data.shape[1]} ({where})")
+    z = middle_of_foreground(mask)
+    if z is None:
+        raise DataError(f"{mask_file}: channel {channel} has no foreground to choose a slice from ({where})")
+    return data[:, z:z + 1]
 
 
 def _listed_ids(rows: list[dict[str, str]], step: Any, manifest: Path, where: str) -> dict[str, set[int]]:

@@ -11,9 +11,9 @@ import pytest
 import tifffile
 
 from mmv_zoo.entry import load_entry
-from mmv_zoo.recipes import _read_czyx, _write, pull_data
+from mmv_zoo.recipes import _read_czyx, _write, middle_of_foreground, pull_data
 from mmv_zoo.settings.recipe import DataRecipe
-from tests.archives_allen import CELLS, LEVEL, ORDERS, fov_id, fov_images, metadata
+from tests.archives_allen import CELLS, LEVEL, ORDERS, SHAPE, fov_id, fov_images, metadata
 
 
 def quiet(_: str) -> None:
@@ -73,6 +73,62 @@ def test_synthetic_3d_recipes_pair_nucleus_masks_with_the_structure_channel(slug
         np.testing.assert_array_equal(tifffile.imread(folder / "images" / name),
                                       images["raw"][ORDERS[k % 2].index("ChannelNumberStruct")])
         np.testing.assert_array_equal(tifffile.imread(folder / "masks" / name), images["seg"][0])
+
+
+def test_middle_of_foreground_is_the_middle_of_the_masks_z_extent():
+    mask = np.zeros((7, 3, 4), np.uint8)
+    assert middle_of_foreground(mask) is None
+    mask[5, 1, 2] = 255
+    assert middle_of_foreground(mask) == 5
+    mask[2, 0, 0] = 1  # slices 2..5 -> (2 + 5) // 2, whatever lies between
+    assert middle_of_foreground(mask) == 3
+    mask[3:5] = 9
+    assert middle_of_foreground(mask) == 3
+
+
+def test_slice_takes_one_z_per_row_from_another_files_mask(server, cache, tmp_path):
+    """`slice`: image and mask of a row take the same slice, the middle of the mask file's foreground."""
+    entry = load_entry("synthetic_2d_cyclegan")
+    base = server.url("/")
+    common = {"kind": "manifest", "source": "metadata", "where": {"structure_name": "LMNB1"}, "unique": "FOVId",
+              "base_url": base, "name_column": "FOVId", "limit": 2}
+    cut = {"mask_column": "fov_seg_path", "mask_channel": 0}  # nuclei fill slices 1..SHAPE[0] - 2
+    entry.mmv.recipe = DataRecipe(description="x", downloads={"metadata": {"url": served(server)}}, steps=[
+        {**common, "path_column": "fov_path", "channels": {"images": "ChannelNumberStruct"}, "slice": cut},
+        {**common, "path_column": "fov_seg_path", "channels": {"masks": 1}, "slice": cut}])
+    pull_data(entry, tmp_path / "out", report=quiet)
+    z = (1 + SHAPE[0] - 2) // 2
+    for k in range(2):
+        images, name = fov_images("LMNB1", k), f"{fov_id('LMNB1', k)}.tif"
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "images" / name),
+                                      images["raw"][ORDERS[k % 2].index("ChannelNumberStruct"), z])
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "masks" / name), images["seg"][1, z])
+
+
+def test_synthetic_2d_recipe_takes_the_middle_slice_of_the_npm1_segmentation(server, cache, tmp_path):
+    """The paper's 2D pairs: per NPM1 FOV, z = (first + last slice of struct_seg's foreground) // 2 of
+    the structure channel and of the segmentation; 20 % held back as pairs."""
+    done = pull_data(local(load_entry("synthetic_2d_cyclegan"), server), tmp_path / "out", report=quiet)
+    assert done.files == {"images": 3, "masks": 3, "holdout/images": 1, "holdout/masks": 1}
+    out = tmp_path / "out"
+    for k in range(4):
+        name = f"{fov_id('NPM1', k)}.tif"
+        folder = out if (out / "images" / name).exists() else out / "holdout"
+        images = fov_images("NPM1", k)
+        on = np.flatnonzero(images["struct_seg"].any(axis=(1, 2)))
+        z = (on[0] + on[-1]) // 2
+        image, mask = tifffile.imread(folder / "images" / name), tifffile.imread(folder / "masks" / name)
+        assert image.shape == mask.shape == SHAPE[1:]
+        np.testing.assert_array_equal(image, images["raw"][ORDERS[k % 2].index("ChannelNumberStruct"), z])
+        np.testing.assert_array_equal(mask, images["struct_seg"][z])
+
+
+def test_slice_is_not_with_project():
+    step = {"kind": "manifest", "source": "m", "path_column": "p", "name_column": "n", "channels": {"a": 0},
+            "slice": {"mask_column": "p"}}
+    DataRecipe(description="x", downloads={"m": {"url": "https://x/m.csv"}}, steps=[step])
+    with pytest.raises(ValueError, match="slice or project"):
+        DataRecipe(description="x", downloads={"m": {"url": "https://x/m.csv"}}, steps=[{**step, "project": "max"}])
 
 
 def test_unlisted_cells_become_exclusion_masks(server, cache, tmp_path):

@@ -132,6 +132,26 @@ class UnlistedObjects(Strict):
         return v
 
 
+class SliceAt(Strict):
+    """Per manifest row, one Z slice of every image the row writes (3D -> 2D): the middle of the Z
+    extent of a mask's foreground, (first + last slice holding a voxel above 0) // 2. The mask is a
+    channel of the row's file in `mask_column`, which may be another file than `path_column` (the
+    image and its segmentation then take the same slice when both steps name the same mask)."""
+
+    mask_column: str
+    """Column holding the path of the mask's file (like `path_column`: a URL or relative to `base_url`)."""
+    mask_channel: int | str = 0
+    """Channel of the mask: an index, or the name of a column holding the index per row."""
+    at: Literal["middle_of_foreground"] = "middle_of_foreground"
+
+    @field_validator("mask_channel")
+    @classmethod
+    def _index(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("mask_channel index must be >= 0")
+        return v
+
+
 class ManifestStep(_Step):
     """A CSV manifest (the Allen Cell hiPSC collection's `metadata.csv`): rows selected by column
     values, each row's image downloaded (cached) and channels of it written into folders. Sources and
@@ -152,6 +172,8 @@ class ManifestStep(_Step):
     """Output folder -> channel of the row's image: an index, or the name of a column holding the index
     per row (e.g. {brightfield: ChannelNumberBrightfield})."""
     project: Literal["max"] | None = None
+    slice: SliceAt | None = None
+    """Keep one Z slice per row, chosen from a mask (see SliceAt); not with `project`."""
     limit: int | None = Field(default=None, ge=1)
     """At most this many rows (after `where` and `unique`), so a first try stays small."""
     unlisted: UnlistedObjects | None = None
@@ -170,6 +192,8 @@ class ManifestStep(_Step):
     def _unlisted_needs_groups(self) -> ManifestStep:
         if self.unlisted is not None and self.unique is None:
             raise ValueError("unlisted needs `unique` (the column whose rows list one image's objects, e.g. FOVId)")
+        if self.slice is not None and self.project is not None:
+            raise ValueError("give slice or project, not both")
         return self
 
 
