@@ -237,10 +237,11 @@ def test_cpu_inference_folds_once_per_network_until_its_weights_change():
 
 def test_cpu_inference_convolves_concatenated_parts_without_the_copy():
     """fnet's skip connections: cat([skip, up]) -> conv becomes a sum of two convolutions (CatConv)."""
+    from pydantic import TypeAdapter
+
     from mmv_zoo.nets.factory import build_network
     from mmv_zoo.predict.fast import CatConv, cpu_inference
     from mmv_zoo.settings.networks import NetworkSettings
-    from pydantic import TypeAdapter
 
     torch.manual_seed(0)
     for dims in (2, 3):
