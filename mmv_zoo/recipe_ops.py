@@ -1,6 +1,7 @@
 """The array operations of a recipe's `files` step (`settings/recipe_ops.py`): crop, RGB to grey,
 every time point, output names from a pattern, per-object masks merged into instance labels, and
-keeping only files with a partner in another folder. Called by `recipes._files` when any is set."""
+keeping only files with a partner in another folder. Called by `recipes._files` when any is set.
+Also the manifest step's `dot_mask` (the Allen Cell Structure Segmenter's dot filter)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,33 @@ def _labels(group: list[Path], step: Any, where: str, read: Callable[[Path], np.
         labels[0][(mask > 0).any(axis=0)] = k + 1
     assert labels is not None
     return labels
+
+
+def dot_mask(img: np.ndarray, scaling: tuple[float, float], smooth_sigma: float, log_sigma: float,
+             cutoff: float, min_size: int) -> np.ndarray:
+    """0/1 uint8 mask of a (Z, Y, X) stack by the Allen Cell Structure Segmenter's 2D dot filter, as the
+    MMV_Im2Im paper's FBL notebook called it (aicssegmentation.core): `intensity_normalization` with two
+    scaling values, `image_smoothing_gaussian_3d`, `dot_slice_by_slice` > cutoff, then skimage's
+    `remove_small_objects(min_size, connectivity=1)`. The same operations, including the clipping
+    done in the image's own dtype (an integer stack's bounds are truncated, as in the original)."""
+    from scipy import ndimage as ndi
+
+    work = np.array(img, copy=True)
+    m, s = float(work.mean()), float(work.std())  # scipy.stats.norm.fit: the mean and the ddof-0 std
+    low, high = max(m - scaling[0] * s, work.min()), min(m + scaling[1] * s, work.max())
+    work[work > high] = high
+    work[work < low] = low
+    if not low < high:
+        raise ValueError(f"intensity normalization: {low} is not below {high}")
+    norm = (work - low + 1e-8) / (high - low + 1e-8)
+    smooth = ndi.gaussian_filter(norm, sigma=smooth_sigma, mode="nearest", truncate=3.0)
+    response = np.zeros_like(smooth)
+    for z in range(smooth.shape[0]):
+        response[z] = -1 * (log_sigma ** 2) * ndi.gaussian_laplace(smooth[z], log_sigma)
+    mask = response > cutoff
+    labels, _ = ndi.label(mask, structure=ndi.generate_binary_structure(mask.ndim, 1))
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_size
+    small[0] = False
+    mask[small[labels]] = False
+    return mask.astype(np.uint8)

@@ -200,6 +200,11 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
     if step.slice is not None:
         cut = step.slice
         needed += [cut.mask_column] + ([cut.mask_channel] if isinstance(cut.mask_channel, str) else [])
+    if step.mean_between is not None and isinstance(step.mean_between.channel, str):
+        needed.append(step.mean_between.channel)
+    if step.dot_mask is not None:
+        dot = step.dot_mask
+        needed += ([dot.channel] if isinstance(dot.channel, str) else []) + ([dot.times.column] if dot.times else [])
 
     def keep(row: dict[str, str]) -> bool:
         return all(row[c] in ([v] if isinstance(v, str) else v) for c, v in step.where.items())
@@ -215,7 +220,8 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
     if step.unique:
         seen: set[str] = set()
         rows = [r for r in rows if not (r[step.unique] in seen or seen.add(r[step.unique]))]  # first per value
-    rows = rows[: step.limit or None]
+    if step.mean_between is None:  # otherwise the limit counts the rows kept
+        rows = rows[: step.limit or None]
     if not rows:
         raise DataError(f"{found[0]}: no row matches {where}.where {step.where}")
     def get(row: dict[str, str], column: str) -> Path:
@@ -228,10 +234,21 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
         except DownloadError as e:
             raise DownloadError(f"{where}: {e}") from None
 
+    kept = 0
     for k, row in enumerate(rows, 1):
+        if step.mean_between is not None and step.limit and kept >= step.limit:
+            break
         report(f"  row {k}/{len(rows)}: {row[step.path_column].rsplit('/', 1)[-1]}")
         image = get(row, step.path_column)
         data = _read_czyx(image)
+        if step.mean_between is not None:
+            test = step.mean_between
+            index = test.channel if isinstance(test.channel, int) else _row_index(row, test.channel, found[0], where)
+            mean = float(_reduce(data, index, None, f"{where}.mean_between.channel", image).mean())
+            if not test.range[0] <= mean <= test.range[1]:
+                report(f"    skipped: mean {mean:.1f} outside {test.range} ({where}.mean_between)")
+                continue
+        kept += 1
         if step.slice is not None:
             data = _slice_of(step.slice, row, data, image, get, found[0], f"{where}.slice")
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in row[step.name_column])
@@ -242,7 +259,32 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
         if step.unlisted is not None:
             _write_unlisted(step, row, data, listed[row[step.unique]], out / step.unlisted.to / f"{name}.tif",
                             found[0], f"{where}.unlisted", image)
-    return len(rows)
+        if step.dot_mask is not None:
+            _write(out / step.dot_mask.to / f"{name}.tif",
+                   _dot_mask(step.dot_mask, row, data, image, get, found[0], f"{where}.dot_mask")[None])
+    if not kept:
+        raise DataError(f"{found[0]}: no row of {where} is kept by mean_between {step.mean_between.range}")
+    return kept
+
+
+def _dot_mask(dot: Any, row: dict[str, str], data: np.ndarray, image: Path, get: Callable[..., Path],
+              manifest: Path, where: str) -> np.ndarray:
+    """The (Z, Y, X) dot-filter mask of the row (see DotMask), times the `times` labels as uint8."""
+    from .recipe_ops import dot_mask
+
+    index = dot.channel if isinstance(dot.channel, int) else _row_index(row, dot.channel, manifest, where)
+    channel = _reduce(data, index, None, f"{where}.channel", image)[0]
+    try:
+        mask = dot_mask(channel, tuple(dot.scaling), dot.smooth_sigma, dot.log_sigma, dot.cutoff, dot.min_size)
+    except ValueError as e:
+        raise DataError(f"{image}: {e} ({where}.scaling)") from None
+    if dot.times is None:
+        return mask
+    other = get(row, dot.times.column)
+    labels = _reduce(_read_czyx(other), dot.times.channel, None, f"{where}.times.channel", other)[0]
+    if labels.shape != mask.shape:
+        raise DataError(f"{other}: shape {labels.shape} differs from {image}'s {mask.shape} ({where}.times)")
+    return mask * labels.astype(np.uint8)  # the notebook's cell segmentation was cast to uint8
 
 
 def middle_of_foreground(mask: np.ndarray) -> int | None:
@@ -372,7 +414,8 @@ def pull_data(entry: Any, out: Path, *, overwrite: bool = False,
                     counts.update({folder: counts.get(folder, 0) + n for folder in step.arrays.values()})
                 elif step.kind == "manifest":
                     n = _manifest(step, sources.get(step.source), work, where, report)
-                    folders = [*step.channels, *([step.unlisted.to] if step.unlisted is not None else [])]
+                    folders = [*step.channels, *([step.unlisted.to] if step.unlisted is not None else []),
+                               *([step.dot_mask.to] if step.dot_mask is not None else [])]
                     counts.update({folder: counts.get(folder, 0) + n for folder in folders})
                 else:
                     n = _split(step, work, where)

@@ -29,9 +29,10 @@ STRUCTURES = ("FBL", "HIST1H2BJ", "LMNB1", "NPM1", "ST6GAL1", "TOMM20")
 FOVS_PER_STRUCTURE = 4
 SHAPE = (4, 12, 18)
 """Z, Y, X of every stand-in image."""
-LEVEL = {"ChannelNumber638": 1000, "ChannelNumberStruct": 2000, "ChannelNumber405": 3000,
+LEVEL = {"ChannelNumber638": 1000, "ChannelNumberStruct": 440, "ChannelNumber405": 3000,
          "ChannelNumberBrightfield": 4000}
-"""Each raw channel's values lie in [LEVEL, LEVEL + 100): membrane dye, structure, DNA dye, brightfield."""
+"""Each raw channel's values lie in [LEVEL, LEVEL + 100): membrane dye, structure, DNA dye, brightfield
+(the structure channel averages about 490: the FBL recipes keep FOVs whose mean lies in 450-500)."""
 ORDERS = (("ChannelNumber638", "ChannelNumberStruct", "ChannelNumber405", "ChannelNumberBrightfield"),
           ("ChannelNumberBrightfield", "ChannelNumber638", "ChannelNumberStruct", "ChannelNumber405"))
 """Raw channel orders, alternating between fields of view."""

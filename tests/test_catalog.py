@@ -47,7 +47,10 @@ def test_list_shows_weights_and_data():
     assert rows["labelfree_3d_fnet"].weights == "train first"
     assert rows["denoise_3d_planaria"].weights.startswith("DOI")
     assert rows["instance_seg_3d_embedseg"].data == "recipe"  # training_data and a recipe
-    assert rows["semantic_seg_3d_fibrillarin"].data == "described"  # training_data, nothing shipped
+    assert rows["semantic_seg_3d_fibrillarin"].data == "recipe"
+    entry = load_entry("semantic_seg_3d_fibrillarin")
+    entry.mmv.recipe = None  # no zoo entry is left with only a description
+    assert data_label(entry) == "described"  # training_data, nothing shipped
 
 
 def test_card(capsys):

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 
 from mmv_zoo.entry import load_entry
+from mmv_zoo.errors import DataError
 from mmv_zoo.recipes import _read_czyx, _write, middle_of_foreground, pull_data
 from mmv_zoo.settings.recipe import DataRecipe
 from tests.archives_allen import CELLS, LEVEL, ORDERS, SHAPE, fov_id, fov_images, metadata
@@ -167,3 +168,73 @@ def test_written_stacks_keep_their_slices(shape, tmp_path):
     data = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
     _write(tmp_path / "a.tif", data)
     np.testing.assert_array_equal(_read_czyx(tmp_path / "a.tif"), data)
+
+
+def test_dot_mask_is_the_segmenters_dot_filter_pipeline():
+    """recipe_ops.dot_mask against the library calls the paper's notebook made through aicssegmentation:
+    norm.fit auto-contrast clipped in the image's dtype, gaussian_filter (nearest, truncate 3), the
+    2D LoG response -sigma^2 LoG per slice above the cutoff, skimage's remove_small_objects."""
+    from scipy import ndimage as ndi
+    from scipy.stats import norm
+    from skimage.morphology import remove_small_objects
+
+    from mmv_zoo.recipe_ops import dot_mask
+
+    rng = np.random.default_rng(3)
+    img = (ndi.gaussian_filter(rng.random((6, 40, 48)), 1.5) * 4000 + rng.normal(400, 30, (6, 40, 48))).clip(0)
+    img = img.astype(np.uint16)
+    m, s = norm.fit(img.flat)
+    ref = img.copy()
+    low, high = max(m - 0.5 * s, ref.min()), min(m + 18 * s, ref.max())
+    ref[ref > high] = high
+    ref[ref < low] = low
+    ref = ndi.gaussian_filter((ref - low + 1e-8) / (high - low + 1e-8), sigma=1, mode="nearest", truncate=3.0)
+    response = np.stack([-ndi.gaussian_laplace(ref[z], 1) for z in range(ref.shape[0])]) > 0.01
+    # the notebook's remove_small_objects(min_size=5) removed objects of fewer than 5 voxels; skimage
+    # 0.26 maps a min_size it deprecates to max_size (objects of up to 5 removed), so: max_size 4
+    expected = remove_small_objects(response, max_size=4, connectivity=1)
+    got = dot_mask(img, (0.5, 18), 1, 1, 0.01, 5)
+    assert got.dtype == np.uint8 and set(np.unique(got)) <= {0, 1}
+    assert 0 < got.sum() < got.size and (response & ~expected.astype(bool)).any()  # some objects removed
+    np.testing.assert_array_equal(got, expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("slug", ["semantic_seg_3d_fibrillarin", "instance_seg_3d_fibrillarin"])
+def test_fibrillarin_recipes_compute_the_dot_filter_masks(slug, server, cache, tmp_path):
+    from mmv_zoo.recipe_ops import dot_mask
+
+    done = pull_data(local(load_entry(slug), server), tmp_path / "out", report=quiet)
+    assert done.files == {"images": 3, "labels": 3, "holdout/images": 1, "holdout/labels": 1}
+    out = tmp_path / "out"
+    for k in range(4):
+        name = f"{fov_id('FBL', k)}.tif"
+        folder = out if (out / "images" / name).exists() else out / "holdout"
+        images = fov_images("FBL", k)
+        raw = images["raw"][ORDERS[k % 2].index("ChannelNumberStruct")]
+        mask = dot_mask(raw, (0.5, 18), 1, 1, 0.01, 5)
+        expected = mask * images["seg"][1].astype(np.uint8) if slug.startswith("instance") else mask
+        assert expected.any()
+        np.testing.assert_array_equal(tifffile.imread(folder / "images" / name), raw)
+        np.testing.assert_array_equal(tifffile.imread(folder / "labels" / name), expected)
+
+
+def test_mean_between_keeps_rows_by_the_channels_mean_and_limit_counts_them(server, cache, tmp_path):
+    means = {fov_id("FBL", k): fov_images("FBL", k)["raw"][ORDERS[k % 2].index("ChannelNumberStruct")].mean()
+             for k in range(4)}
+    cut = float(np.median(list(means.values())))
+    keep = sorted(f for f, m in means.items() if m >= cut)
+    entry = load_entry("labelfree_3d_fbl")
+    step = {"kind": "manifest", "source": "metadata", "where": {"structure_name": "FBL"}, "unique": "FOVId",
+            "base_url": server.url("/"), "name_column": "FOVId", "path_column": "fov_path",
+            "channels": {"brightfield": "ChannelNumberBrightfield", "fluorescence": "ChannelNumberStruct"},
+            "mean_between": {"channel": "ChannelNumberStruct", "range": [cut, 1000]}}
+    entry.mmv.recipe = DataRecipe(description="x", downloads={"metadata": {"url": served(server)}},
+                                  steps=[{**step, "limit": len(keep) - 1}])
+    done = pull_data(entry, tmp_path / "out", report=quiet)
+    assert done.files == {"brightfield": len(keep) - 1, "fluorescence": len(keep) - 1}
+    assert sorted(p.name for p in (tmp_path / "out" / "fluorescence").iterdir()) == \
+        [f"{f}.tif" for f in keep[: len(keep) - 1]]
+    entry.mmv.recipe = DataRecipe(description="x", downloads={"metadata": {"url": served(server)}},
+                                  steps=[{**step, "mean_between": {"channel": 0, "range": [0, 1]}}])
+    with pytest.raises(DataError, match="no row .* is kept by mean_between"):
+        pull_data(entry, tmp_path / "out2", report=quiet)

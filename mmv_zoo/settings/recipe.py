@@ -152,6 +152,55 @@ class SliceAt(Strict):
         return v
 
 
+class MeanBetween(Strict):
+    """Keep a manifest row only if the mean intensity of a channel of its image lies in [low, high]
+    (the MMV_Im2Im FBL notebook kept FOVs whose FBL channel averages 450-500)."""
+
+    channel: int | str
+    """Channel of the row's image: an index, or the name of a column holding the index per row."""
+    range: Annotated[list[float], Field(min_length=2, max_length=2)]
+    """[low, high], both kept."""
+
+    @model_validator(mode="after")
+    def _order(self) -> MeanBetween:
+        if self.range[0] > self.range[1]:
+            raise ValueError(f"range {self.range}: low must not be above high")
+        return self
+
+
+class OtherChannel(Strict):
+    """A channel of another file of the row (its path in `column`, like `path_column`)."""
+
+    column: str
+    channel: int = Field(ge=0)
+
+
+class DotMask(Strict):
+    """Per manifest row, a 0/1 mask of a channel of its image by the Allen Cell Structure Segmenter's
+    2D dot filter (`recipe_ops.dot_mask`: auto-contrast normalization, 3D Gaussian smoothing, the
+    slice-by-slice LoG spot filter above `cutoff`, objects of fewer than `min_size` voxels removed),
+    optionally multiplied by a label channel of another file (as uint8, as the paper's notebook did):
+    the mask's voxels then carry their cell's id."""
+
+    to: str
+    """Output folder of the masks (named like the row's other outputs)."""
+    channel: int | str
+    """Channel of the row's image: an index, or the name of a column holding the index per row."""
+    scaling: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.5, 18.0]
+    """intensity_normalization's scaling_param [a, b]: clip to [mean - a std, mean + b std], to 0..1."""
+    smooth_sigma: float = Field(default=1.0, gt=0)
+    log_sigma: float = Field(default=1.0, gt=0)
+    cutoff: float = 0.01
+    min_size: int = Field(default=5, ge=1)
+    times: OtherChannel | None = None
+    """Multiply the mask by this label channel (cast to uint8 first), e.g. the cell segmentation."""
+
+    @field_validator("to")
+    @classmethod
+    def _folder(cls, v: str) -> str:
+        return _check_folder(v)
+
+
 class ManifestStep(_Step):
     """A CSV manifest (the Allen Cell hiPSC collection's `metadata.csv`): rows selected by column
     values, each row's image downloaded (cached) and channels of it written into folders. Sources and
@@ -178,6 +227,11 @@ class ManifestStep(_Step):
     """At most this many rows (after `where` and `unique`), so a first try stays small."""
     unlisted: UnlistedObjects | None = None
     """Also write, per row, a mask of the label image's objects that no row lists (needs `unique`)."""
+    mean_between: MeanBetween | None = None
+    """Skip rows whose image's channel has a mean outside a range (the image is downloaded to tell);
+    `limit` then counts the rows kept."""
+    dot_mask: DotMask | None = None
+    """Also write, per row, a dot-filter mask of a channel of its image (see DotMask)."""
 
     @field_validator("channels")
     @classmethod
@@ -194,6 +248,8 @@ class ManifestStep(_Step):
             raise ValueError("unlisted needs `unique` (the column whose rows list one image's objects, e.g. FOVId)")
         if self.slice is not None and self.project is not None:
             raise ValueError("give slice or project, not both")
+        if self.dot_mask is not None and (self.slice is not None or self.project is not None):
+            raise ValueError("dot_mask filters the whole stack: not with slice or project")
         return self
 
 
