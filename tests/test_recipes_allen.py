@@ -121,6 +121,8 @@ def test_synthetic_2d_recipe_takes_the_middle_slice_of_the_npm1_segmentation(ser
         image, mask = tifffile.imread(folder / "images" / name), tifffile.imread(folder / "masks" / name)
         assert image.shape == mask.shape == SHAPE[1:]
         np.testing.assert_array_equal(image, images["raw"][ORDERS[k % 2].index("ChannelNumberStruct"), z])
+        np.testing.assert_array_equal(mask, images["struct_seg"][z])  # that slice, not a projection
+        np.testing.assert_array_equal(image, images["raw"][ORDERS[k % 2].index("ChannelNumberStruct"), z])
         np.testing.assert_array_equal(mask, images["struct_seg"][z])
 
 

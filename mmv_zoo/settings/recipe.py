@@ -18,6 +18,13 @@ from .recipe_ops import FileOps
 _FOLDER = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
+def _channel_index(v: int | str) -> int | str:
+    """A channel: an index (>= 0) or the name of a column holding the index per row."""
+    if isinstance(v, int) and v < 0:
+        raise ValueError("a channel index must be >= 0")
+    return v
+
+
 def _check_folder(v: str) -> str:
     if not _FOLDER.match(v) or any(p in (".", "..") for p in v.split("/")):
         raise ValueError(f"{v!r} must be a relative folder of letters, digits, '_', '-', '.' and '/' "
@@ -127,9 +134,7 @@ class UnlistedObjects(Strict):
     @field_validator("channel")
     @classmethod
     def _index(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("channel index must be >= 0")
-        return v
+        return _channel_index(v)
 
 
 class SliceAt(Strict):
@@ -147,9 +152,7 @@ class SliceAt(Strict):
     @field_validator("mask_channel")
     @classmethod
     def _index(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 0:
-            raise ValueError("mask_channel index must be >= 0")
-        return v
+        return _channel_index(v)
 
 
 class MeanBetween(Strict):
