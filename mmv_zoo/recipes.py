@@ -243,7 +243,7 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
         data = _read_czyx(image)
         if step.mean_between is not None:
             test = step.mean_between
-            index = test.channel if isinstance(test.channel, int) else _row_index(row, test.channel, found[0], where)
+            index = _row_index(row, test.channel, found[0], f"{where}.mean_between.channel")
             mean = float(_reduce(data, index, None, f"{where}.mean_between.channel", image).mean())
             if not test.range[0] <= mean <= test.range[1]:
                 report(f"    skipped: mean {mean:.1f} outside {test.range} ({where}.mean_between)")
@@ -253,7 +253,7 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
             data = _slice_of(step.slice, row, data, image, get, found[0], f"{where}.slice")
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in row[step.name_column])
         for folder, channel in step.channels.items():
-            index = channel if isinstance(channel, int) else _row_index(row, channel, found[0], where)
+            index = _row_index(row, channel, found[0], f"{where}.channels.{folder}")
             reduced = _reduce(data, index, step.project, f"{where}.channels.{folder}", image)
             _write(out / folder / f"{name}.tif", reduced)
         if step.unlisted is not None:
@@ -272,7 +272,7 @@ def _dot_mask(dot: Any, row: dict[str, str], data: np.ndarray, image: Path, get:
     """The (Z, Y, X) dot-filter mask of the row (see DotMask), times the `times` labels as uint8."""
     from .recipe_ops import dot_mask
 
-    index = dot.channel if isinstance(dot.channel, int) else _row_index(row, dot.channel, manifest, where)
+    index = _row_index(row, dot.channel, manifest, f"{where}.channel")
     channel = _reduce(data, index, None, f"{where}.channel", image)[0]
     try:
         mask = dot_mask(channel, tuple(dot.scaling), dot.smooth_sigma, dot.log_sigma, dot.cutoff, dot.min_size)
@@ -298,8 +298,7 @@ def _slice_of(cut: Any, row: dict[str, str], data: np.ndarray, image: Path, get:
     """The (C, 1, Y, X) slice of `data` that `cut` (SliceAt) chooses from the row's mask."""
     mask_file = get(row, cut.mask_column)
     source = data if mask_file == image else _read_czyx(mask_file)
-    channel = cut.mask_channel if isinstance(cut.mask_channel, int) else _row_index(row, cut.mask_channel,
-                                                                                    manifest, where)
+    channel = _row_index(row, cut.mask_channel, manifest, f"{where}.mask_channel")
     mask = _reduce(source, channel, None, f"{where}.mask_channel", mask_file)[0]
     if mask.shape[0] != data.shape[1]:
         raise DataError(f"{mask_file}: the mask has {mask.shape[0]} Z slice(s), {image} has {data.shape[1]} ({where})")
@@ -327,7 +326,7 @@ def _write_unlisted(step: Any, row: dict[str, str], data: np.ndarray, ids: set[i
                     manifest: Path, where: str, image: Path) -> None:
     """0/1 mask of the objects of the row's label channel whose ids are not in `ids` (see UnlistedObjects)."""
     channel = step.unlisted.channel
-    index = channel if isinstance(channel, int) else _row_index(row, channel, manifest, where)
+    index = _row_index(row, channel, manifest, f"{where}.channel")
     labels = _reduce(data, index, None, f"{where}.channel", image)
     mask = (labels > 0) & ~np.isin(labels, sorted(ids))
     if step.project == "max":
@@ -335,14 +334,17 @@ def _write_unlisted(step: Any, row: dict[str, str], data: np.ndarray, ids: set[i
     _write(path, mask.astype(np.uint8))
 
 
-def _row_index(row: dict[str, str], column: str, manifest: Path, where: str) -> int:
-    value = row[column].strip()
+def _row_index(row: dict[str, str], channel: int | str, manifest: Path, where: str) -> int:
+    """A channel given as an index, or as the column holding the row's index."""
+    if isinstance(channel, int):
+        return channel
+    value = row[channel].strip()
     try:
         index = int(float(value))
     except ValueError:
-        raise DataError(f"{manifest}: {column}={value!r} is not a channel index ({where}.channels)") from None
+        index = -1
     if index < 0:
-        raise DataError(f"{manifest}: {column}={value!r} is not a channel index ({where}.channels)")
+        raise DataError(f"{manifest}: {channel}={value!r} is not a channel index ({where})")
     return index
 
 

@@ -118,6 +118,13 @@ def test_manifest_rows_are_filtered_and_their_channels_written(server, cache, tm
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "images" / "3.tif"),
                                   images["cells/3.ome.tiff"][:, 2].max(axis=0))
     assert server.hits["/cells/0.ome.tiff"] == 0  # rows not selected are never downloaded
+    # a manifest whose channel column holds no index: the file, the column, the value and the field
+    host(server, {"bad.csv": "\n".join([rows[0], "1,1,FBL,cells/1.ome.tiff,n/a"]).encode()})
+    recipe = entry.mmv.recipe.model_dump()
+    recipe["downloads"]["manifest"]["url"] = server.url("/bad.csv")
+    with pytest.raises(DataError, match=r"ChannelNumberStruct='n/a' is not a channel index .*channels\.images"):
+        pull_data(with_recipe(recipe), tmp_path / "bad", report=quiet)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_second_pull_uses_the_cache(server, cache, tmp_path):
