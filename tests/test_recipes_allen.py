@@ -106,23 +106,25 @@ def test_slice_takes_one_z_per_row_from_another_files_mask(server, cache, tmp_pa
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "masks" / name), images["seg"][1, z])
 
 
+def pulled_fovs(out, structure: str, n: int = 4):
+    """(k, folder holding it: out or out/holdout, file name, the stand-in's images) per FOV of a pull."""
+    for k in range(n):
+        name = f"{fov_id(structure, k)}.tif"
+        yield k, out if (out / "images" / name).exists() else out / "holdout", name, fov_images(structure, k)
+
+
 def test_synthetic_2d_recipe_takes_the_middle_slice_of_the_npm1_segmentation(server, cache, tmp_path):
     """The paper's 2D pairs: per NPM1 FOV, z = (first + last slice of struct_seg's foreground) // 2 of
     the structure channel and of the segmentation; 20 % held back as pairs."""
     done = pull_data(local(load_entry("synthetic_2d_cyclegan"), server), tmp_path / "out", report=quiet)
     assert done.files == {"images": 3, "masks": 3, "holdout/images": 1, "holdout/masks": 1}
-    out = tmp_path / "out"
-    for k in range(4):
-        name = f"{fov_id('NPM1', k)}.tif"
-        folder = out if (out / "images" / name).exists() else out / "holdout"
-        images = fov_images("NPM1", k)
+    for k, folder, name, images in pulled_fovs(tmp_path / "out", "NPM1"):
         on = np.flatnonzero(images["struct_seg"].any(axis=(1, 2)))
         z = (on[0] + on[-1]) // 2
         image, mask = tifffile.imread(folder / "images" / name), tifffile.imread(folder / "masks" / name)
         assert image.shape == mask.shape == SHAPE[1:]
         np.testing.assert_array_equal(image, images["raw"][ORDERS[k % 2].index("ChannelNumberStruct"), z])
         np.testing.assert_array_equal(mask, images["struct_seg"][z])  # that slice, not a projection
-        np.testing.assert_array_equal(image, images["raw"][ORDERS[k % 2].index("ChannelNumberStruct"), z])
         np.testing.assert_array_equal(mask, images["struct_seg"][z])
 
 
@@ -207,11 +209,7 @@ def test_fibrillarin_recipes_compute_the_dot_filter_masks(slug, server, cache, t
 
     done = pull_data(local(load_entry(slug), server), tmp_path / "out", report=quiet)
     assert done.files == {"images": 3, "labels": 3, "holdout/images": 1, "holdout/labels": 1}
-    out = tmp_path / "out"
-    for k in range(4):
-        name = f"{fov_id('FBL', k)}.tif"
-        folder = out if (out / "images" / name).exists() else out / "holdout"
-        images = fov_images("FBL", k)
+    for k, folder, name, images in pulled_fovs(tmp_path / "out", "FBL"):
         raw = images["raw"][ORDERS[k % 2].index("ChannelNumberStruct")]
         mask = dot_mask(raw, (0.5, 18), 1, 1, 0.01, 5)
         expected = mask * images["seg"][1].astype(np.uint8) if slug.startswith("instance") else mask
