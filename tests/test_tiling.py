@@ -255,3 +255,24 @@ def test_cpu_inference_convolves_concatenated_parts_without_the_copy():
         with torch.inference_mode():
             a, b = net(x), fast(x.contiguous(memory_format=fmt))
         assert float((a - b).abs().max() / a.abs().max()) < 1e-5
+
+
+def test_cpu_inference_keeps_a_network_whose_trace_computes_something_else():
+    """MONAI's BasicUNet asks `torch.jit.isinstance(skip, Tensor)`, false for a tracing proxy: its trace
+    drops every skip connection. Checked on a probe input, the trace is refused and the network
+    runs as it is (channels-last), with its own output."""
+    from pydantic import TypeAdapter
+    from torch import fx
+
+    from mmv_zoo.nets.factory import build_network
+    from mmv_zoo.predict.fast import cpu_inference
+    from mmv_zoo.settings.networks import NetworkSettings
+
+    torch.manual_seed(0)
+    settings = TypeAdapter(NetworkSettings).validate_python({"kind": "basic_unet", "features": [4, 4, 8, 8, 16, 4]})
+    net = build_network(settings, 2, 1, 2).eval()
+    fast, fmt = cpu_inference(net, 2, (1, 1, 32, 32))
+    assert not isinstance(fast, fx.GraphModule)
+    x = torch.randn(1, 1, 48, 64)
+    with torch.inference_mode():
+        assert torch.allclose(fast(x.contiguous(memory_format=fmt)), net(x), atol=1e-5)

@@ -178,6 +178,11 @@ def test_tiling_does_not_change_the_prediction(run_2d, data_2d, monkeypatch):
     blended = engine.predict_array(model, x, entry, budget=budget, overlap=0.5, blend="gaussian")
     np.testing.assert_allclose(blended, whole, atol=1e-5)
     np.testing.assert_allclose(blended.sum(0), 1.0, atol=1e-5)  # probabilities stay probabilities
+    # test-time flips: each flipped tile computes its kept part flipped (crop.py), the same average
+    flipped_whole = engine.predict_array(model, x, entry, options=engine.Options(tta=True))
+    flipped_tiles = engine.predict_array(model, x, entry, options=engine.Options(tta=True, budget=budget))
+    assert np.abs(flipped_whole - whole).max() > 1e-4
+    np.testing.assert_allclose(flipped_tiles, flipped_whole, atol=1e-5)
     # a capped halo cuts the far (weak) edge of the field: close
     assert np.abs(capped_tiles - whole).max() < 1e-2
 

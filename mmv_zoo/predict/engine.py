@@ -17,7 +17,7 @@ from ..io.write import check_writable
 from ..nets.receptive_field import entry_halo
 from ..transforms.normalize import normalizer
 from .files import Prediction, Selection, predict_file
-from .memory import voxel_budget
+from .memory import probe_size, voxel_budget
 from .tiler import plan_tiles, predict_tiled
 
 
@@ -83,18 +83,21 @@ class Options:
     pretrained packages; `mmv-zoo predict RUN --border mirror` equals bioimageio.core on its export)."""
 
 
-def flip_average(forward: Callable[[np.ndarray], np.ndarray], dims: int) -> Callable[[np.ndarray], np.ndarray]:
+def flip_average(forward: Callable[..., np.ndarray], dims: int) -> Callable[..., np.ndarray]:
     """Test-time augmentation: `forward` averaged over every combination of flips of the space axes.
-    Tiles are multiples of the network's step, so a flipped tile stays on its downsampling grid."""
+    Tiles are multiples of the network's step, so a flipped tile stays on its downsampling grid.
+    A `keep` part ([lo, hi) per axis, see tiler.predict_tiled's `crop`) is flipped with the tile."""
     from itertools import combinations
 
     flips = [c for r in range(dims + 1) for c in combinations(range(2, 2 + dims), r)]
 
-    def averaged(batch: np.ndarray) -> np.ndarray:
+    def averaged(batch: np.ndarray, *keep: tuple[tuple[int, int], ...]) -> np.ndarray:
         total = None
         for axes in flips:
             x = np.flip(batch, axes) if axes else batch
-            y = forward(np.ascontiguousarray(x))
+            part = [tuple((batch.shape[2 + a] - hi, batch.shape[2 + a] - lo) if 2 + a in axes else (lo, hi)
+                          for a, (lo, hi) in enumerate(keep[0]))] if keep else []
+            y = forward(np.ascontiguousarray(x), *part)
             y = np.flip(y, axes) if axes else y
             total = y.astype(np.float32) if total is None else total + y
         return total / len(flips)
@@ -135,6 +138,7 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     """
     import torch
 
+    from .crop import cropped_runner
     from .fast import cpu_inference
 
     opts = options or Options(overlap=overlap, batch_size=batch_size, budget=budget, blend=blend)
@@ -146,18 +150,21 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     halo, _ = entry_halo(entry, net)
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     shape = tuple(x.shape[1:])
-    net, fmt = cpu_inference(net, entry.spatial_dims)
+    probe = (1, entry.in_channels, *probe_size(entry))
+    net, fmt = cpu_inference(net, entry.spatial_dims, probe)
     budget = opts.budget or voxel_budget(net, entry, opts.batch_size * (2 if opts.tta else 1), str(device))
     plan = plan_tiles(shape, rules, halo, budget, opts.overlap, opts.border or "image")
 
-    def forward(batch: np.ndarray) -> np.ndarray:
+    cropped = cropped_runner(net, probe)
+
+    def forward(batch: np.ndarray, keep: tuple[tuple[int, int], ...]) -> np.ndarray:
         with torch.inference_mode():
             tiles = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
-            return net(tiles).float().contiguous().cpu().numpy()
+            return cropped(tiles, keep).float().contiguous().cpu().numpy()
 
     run = flip_average(forward, entry.spatial_dims) if opts.tta else forward
     return predict_tiled(run, x, plan, out=out, batch_size=opts.batch_size, blend=opts.blend, prepare=prepare,
-                         finish=finish, on_tile=on_tile)
+                         finish=finish, on_tile=on_tile, crop=True)
 
 
 def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False,

@@ -104,10 +104,14 @@ def _available_memory() -> int | None:
         return None
 
 
+def probe_size(entry: Any) -> list[int]:
+    """A small valid input size of `entry`'s network (per space axis) for probing it."""
+    return [r.fit(max(r.min, 2 * r.step, 16)) for r in entry.mmv.network.size_rule(entry.spatial_dims)]
+
+
 def voxel_budget(net: Any, entry: Any, batch_size: int = 1, device: str = "cpu") -> int:
     """Input voxels per tile for `entry`'s network `net` on `device`, `batch_size` tiles at a time."""
-    rules = entry.mmv.network.size_rule(entry.spatial_dims)
-    probe = [r.fit(max(r.min, 2 * r.step, 16)) for r in rules]
+    probe = probe_size(entry)
     per_voxel = bytes_per_voxel(net, entry.in_channels, probe, key=(entry.mmv.network.model_dump_json(),
                                                                       entry.in_channels, device))
     return max(1, int(tile_memory(device) / (per_voxel * max(1, batch_size))))

@@ -215,17 +215,26 @@ def read_tile(source: Any, start: Sequence[int], plan: TilePlan) -> np.ndarray:
     return block
 
 
+def kept(plan: TilePlan, start: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The part of the tile whose core starts at `start` that is kept: [lo, hi) per axis, in tile coordinates."""
+    out = []
+    for a, (s, c, n) in enumerate(zip(start, plan.core, plan.shape, strict=True)):
+        lo = s - plan.span(a, s)[0]
+        out.append((lo, lo + min(c, n - s)))
+    return tuple(out)
+
+
 def _batches(plan: TilePlan, batch_size: int) -> Iterator[list[tuple[int, ...]]]:
-    """Core starts in batches of at most `batch_size` tiles of the same input shape."""
+    """Core starts in batches of at most `batch_size` tiles of the same input shape and kept part."""
     batch: list[tuple[int, ...]] = []
-    shape: tuple[int, ...] | None = None
+    key: tuple[Any, ...] | None = None
     for start in plan.tiles():
         size = tuple(hi - lo for lo, hi in (plan.span(a, s) for a, s in enumerate(start)))
-        if batch and (size != shape or len(batch) == batch_size):
+        if batch and ((size, kept(plan, start)) != key or len(batch) == batch_size):
             yield batch
             batch = []
         batch.append(start)
-        shape = size
+        key = (size, kept(plan, start))
     if batch:
         yield batch
 
@@ -240,8 +249,12 @@ def predict_tiled(
     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     finish: Callable[[np.ndarray], np.ndarray] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    crop: bool = False,
 ) -> Any:
     """Run `forward` ((B, C, *tile) -> (B, K, *tile) float32) over the tiles of (C, *S) `x`.
+
+    With `crop`, `forward(batch, keep)` is given the part of the tiles that is kept ([lo, hi) per
+    axis, the same for the whole batch) and returns only that part (crop.Cropped computes little more).
 
     `x` is an array or a lazy source (`.shape`, `.read(region)`); `prepare` maps each input tile
     (e.g. normalization), `finish` each output core before it is stored (e.g. argmax labels).
@@ -268,11 +281,12 @@ def predict_tiled(
         tiles = [read_tile(source, b, plan) for b in batch]
         if prepare is not None:
             tiles = [prepare(t) for t in tiles]
-        y = np.asarray(forward(np.ascontiguousarray(np.stack(tiles), dtype=np.float32)), dtype=np.float32)
+        stacked = np.ascontiguousarray(np.stack(tiles), dtype=np.float32)
+        part = kept(plan, batch[0])
+        y = np.asarray(forward(stacked, part) if crop else forward(stacked), dtype=np.float32)
         for b, yb in zip(batch, y, strict=True):
-            keep = tuple(min(c, n - s) for s, c, n in zip(b, plan.core, plan.shape, strict=True))
-            offset = [s - plan.span(a, s)[0] for a, s in enumerate(b)]
-            core = yb[(slice(None), *(slice(o, o + k) for o, k in zip(offset, keep, strict=True)))]
+            keep = tuple(hi - lo for lo, hi in part)
+            core = yb if crop else yb[(slice(None), *(slice(lo, hi) for lo, hi in part))]
             region = (slice(None), *(slice(s, s + k) for s, k in zip(b, keep, strict=True)))
             if blending:
                 if acc is None:
