@@ -213,6 +213,9 @@ def test_cpu_inference_folds_every_batch_norm_and_keeps_the_output(kind, setting
         m.weight.data.uniform_(0.5, 1.5)
     fast, fmt = cpu_inference(net, 3)
     assert not [m for m in fast.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    from mmv_zoo.predict.fast import OneDnnConv  # every convolution the graph calls runs in oneDNN
+    called = [fast.get_submodule(n.target) for n in fast.graph.nodes if n.op == "call_module"]
+    assert not [m for m in called if type(m) is nn.Conv3d] and any(isinstance(m, OneDnnConv) for m in called)
     assert len([m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]) == len(bns)
     x = torch.randn(1, 1, 8, 32, 32)
     with torch.inference_mode():

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from .fast import CatConv, same_output
+from .fast import CatConv, OneDnnConv, same_output
 
 Region = tuple[tuple[int, int], ...]
 """Per spatial axis, a half-open interval [lo, hi) in a tensor's own coordinates."""
@@ -246,7 +246,7 @@ def _kind(node: fx.Node, modules: dict[str, nn.Module], inputs: dict[fx.Node, tu
         module = modules[node.target]
         if type(module) in _POINTWISE_MODULES and same:
             return ("pointwise",)
-        conv = module.conv if type(module) is CatConv else module
+        conv = module.conv if type(module) in (CatConv, OneDnnConv) else module
         if type(conv) in _CONVS and not node.kwargs:
             return _conv_kind(conv)
         if type(module) in _BATCH_NORMS and not module.training and same and module.track_running_stats:

@@ -59,7 +59,7 @@ def _fast_copy(net: Any, spatial_dims: int) -> tuple[Any, Any]:
     try:
         from torch.fx.experimental.optimization import fuse
 
-        fast = _split_concat(_fold_transposed(fuse(net)))  # a folded copy (eval mode)
+        fast = _onednn(_split_concat(_fold_transposed(fuse(net))))  # a folded copy (eval mode)
     except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow): unfolded
         fast = copy.deepcopy(net)
     return _channels_last(fast, spatial_dims)
@@ -128,6 +128,49 @@ def _split_concat(gm: Any) -> Any:
         gm.delete_all_unused_submodules()
         gm.recompile()
     return gm
+
+
+def _onednn(gm: Any) -> Any:
+    """Every convolution run by oneDNN. PyTorch's backend choice sends some 3D convolutions to its
+    generic im2col path (torch._C._select_conv_backend: Slow3d), e.g. fnet's first (1 -> 16 channels)
+    below about 64x512x512 voxels and 32 -> 64 channels on 8x64x64: 3x and 6x slower than oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return gm
+    for node in gm.graph.nodes:  # the modules the graph calls (not the convolution inside a CatConv)
+        if node.op != "call_module":
+            continue
+        name, module = node.target, gm.get_submodule(node.target)
+        if type(module) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and _onednn_ok(module):
+            parent, _, attr = name.rpartition(".")
+            setattr(gm.get_submodule(parent) if parent else gm, attr, OneDnnConv(module))
+        elif type(module) is CatConv and _onednn_ok(module.conv):
+            module.fn = _mkldnn_conv
+    gm.recompile()
+    return gm
+
+
+def _onednn_ok(conv: nn.Module) -> bool:
+    return conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and conv.weight.dtype == torch.float32
+
+
+def _mkldnn_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: Any, padding: Any,
+                 dilation: Any, groups: int = 1) -> torch.Tensor:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or is_fake(x):  # fake: crop.py's shape propagation
+        fn = {3: functional.conv1d, 4: functional.conv2d, 5: functional.conv3d}[x.dim()]
+        return fn(x, w, b, stride, padding, dilation, groups)
+    return torch.mkldnn_convolution(x, w, b, padding, stride, dilation, groups)
+
+
+class OneDnnConv(nn.Module):
+    """A convolution computed by oneDNN (see _onednn); its parameters are the convolution's."""
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return _mkldnn_conv(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
 
 
 class CatConv(nn.Module):
