@@ -160,3 +160,42 @@ def test_runners_are_made_once_and_untraceable_networks_run_whole():
     x = torch.randn(1, 1, 16, 16)
     with torch.inference_mode():
         assert torch.equal(runner(x, ((2, 5), (0, 16))), net(x)[:, :, 2:5])
+
+
+def _zoo_networks() -> list:
+    from pathlib import Path
+
+    from mmv_zoo.entry import load_entry
+
+    seen, out = set(), []
+    for rdf in sorted((Path(__file__).parent.parent / "mmv_zoo" / "zoo").glob("*/rdf.yaml")):
+        entry = load_entry(rdf.parent)
+        key = (entry.mmv.network.model_dump_json(), entry.spatial_dims)
+        if key not in seen:
+            seen.add(key)
+            out.append(pytest.param(rdf.parent.name, id=rdf.parent.name))
+    return out
+
+
+@pytest.mark.parametrize("name", _zoo_networks())
+def test_every_zoo_network_runs_fast_and_cropped_as_itself(name):
+    """Each distinct network of the zoo, as the engine runs it (folded, oneDNN, cropped to a kept part
+    that is not the whole tile), gives the network's own output there."""
+    from mmv_zoo.entry import load_entry
+    from mmv_zoo.predict.memory import probe_size
+    from mmv_zoo.registry import framework_class
+
+    entry = load_entry(name)
+    torch.manual_seed(0)
+    net = framework_class(entry.mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug).inference_model().eval()
+    probe = (1, entry.in_channels, *probe_size(entry))
+    fast, fmt = cpu_inference(net, entry.spatial_dims, probe)
+    assert isinstance(fast, fx.GraphModule)  # traced and checked: the fast form is used
+    rules = entry.mmv.network.size_rule(entry.spatial_dims)
+    shape = [r.fit(max(r.min, 2 * r.step, 32 if entry.spatial_dims == 3 else 64)) for r in rules]
+    keep = tuple((n // 4, n) if i else (0, n // 2) for i, n in enumerate(shape))
+    x = torch.randn(1, entry.in_channels, *shape)
+    with torch.inference_mode():
+        got = cropped_runner(fast, probe)(x.contiguous(memory_format=fmt), keep)
+    ref = whole_then_cropped(net, x, keep)
+    assert float((got - ref).abs().max() / ref.abs().max()) < 1e-4
