@@ -103,11 +103,12 @@ class _Plan:
 
 SLACK = 8
 """Voxels per side a full-resolution layer may compute beyond what its consumers need before its input
-is cut to that; at half the resolution half as many (each becomes two after upsampling). A cut is a
-copy: the voxel or two each 3x3 convolution adds are cheaper to compute than to cut, while a halo
-(48 voxels at full resolution for fnet 3D, 24 at half, ...) is cut once per resolution. Measured on
-fnet 3D, a 64x560x560 tile keeping 64x512x512: 4% faster than the whole pass; cutting by a fixed 4,
-6 or 8 voxels at every resolution, or at every skip connection, gave 0-3%."""
+is cut to that; at lower resolutions SLACK times the square of the resolution ratio, at least 3. A cut
+is a copy: the voxel or two each 3x3 convolution adds are cheaper to compute than to cut, while a
+halo (48 voxels at full resolution for fnet 3D) is cut once; at half resolution cuts are cheap and
+every voxel left there becomes two after upsampling. Measured on fnet 3D, a 64x560x560 tile keeping
+64x512x512: about 4% faster than the whole pass; fixed 4, 6 or 8 voxels at every resolution, or
+cutting at every skip connection, gave 0-3%."""
 
 
 def _make_plan(net: fx.GraphModule, shape: tuple[int, ...], keep: Region) -> _Plan | None:
@@ -344,20 +345,14 @@ class _Runner(fx.Interpreter):
         if n.op in ("placeholder", "get_attr"):
             return super().run_node(n)
         with self._set_current_node(n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
-            sliced = self._sliced(n)
-            args = fx.node.map_aggregate(args, sliced)
-            kwargs = fx.node.map_aggregate(kwargs, sliced)
+            args = fx.node.map_arg(n.args, lambda a: self._read(n, a))
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: self._read(n, a))
             return getattr(self, n.op)(n.target, args, kwargs)
 
-    def _sliced(self, consumer: fx.Node) -> Any:
-        producers = {id(self.env[a]): a for a in _tensor_args(consumer) if a in self.env}
-        plan = self.plan
-
-        def go(value: Any) -> Any:
-            a = producers.get(id(value)) if isinstance(value, torch.Tensor) else None
-            if a is None or (consumer, a) not in plan.reads or a not in plan.computed:
-                return value
-            return _slice(value, plan.reads[consumer, a], plan.computed[a])
-
-        return go
+    def _read(self, consumer: fx.Node, producer: fx.Node) -> Any:
+        """The producer's value as the consumer gets it: the slice the plan says, if any."""
+        value = self.env[producer]
+        region = self.plan.reads.get((consumer, producer))
+        if region is None or not isinstance(value, torch.Tensor) or producer not in self.plan.computed:
+            return value
+        return _slice(value, region, self.plan.computed[producer])

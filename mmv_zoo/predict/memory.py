@@ -54,7 +54,8 @@ def bytes_per_voxel(net: Any, in_channels: int, probe: Sequence[int], key: Any =
             if isinstance(t, torch.Tensor):
                 largest = max(largest, t.numel() * t.element_size())
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in net.modules()]  # containers too: a wrapper that
+    # calls its child's function itself (fast.py's OneDnnConv, CatConv) gives its output only there
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     try:

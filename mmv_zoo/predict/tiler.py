@@ -229,12 +229,12 @@ def _batches(plan: TilePlan, batch_size: int) -> Iterator[list[tuple[int, ...]]]
     batch: list[tuple[int, ...]] = []
     key: tuple[Any, ...] | None = None
     for start in plan.tiles():
-        size = tuple(hi - lo for lo, hi in (plan.span(a, s) for a, s in enumerate(start)))
-        if batch and ((size, kept(plan, start)) != key or len(batch) == batch_size):
+        this = (tuple(hi - lo for lo, hi in (plan.span(a, s) for a, s in enumerate(start))), kept(plan, start))
+        if batch and (this != key or len(batch) == batch_size):
             yield batch
             batch = []
         batch.append(start)
-        key = (size, kept(plan, start))
+        key = this
     if batch:
         yield batch
 
