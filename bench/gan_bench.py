@@ -98,7 +98,7 @@ def train_within(model: str, minutes: float, out: Path, data: Path,
     import json
 
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     name, overrides = MODELS[model]
     entry = load_entry(name, [*overrides, *(extra or []), "training.max_epochs=10000",
@@ -165,7 +165,7 @@ def main() -> None:
 
     import torch
 
-    from mmv_zoo.train import quiet_lightning
+    from mmv_zoo.training.train import quiet_lightning
 
     quiet_lightning()
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads, "
@@ -217,7 +217,7 @@ def main() -> None:
             print(f"pix2pix: from scratch (random generator), {own:.0f} s of training")
     print("paper (MMV_Im2Im, GigaScience 2024): 2D synthesis Pearson 0.925 supervised, 0.913 unsupervised; "
           "2D unsupervised segmentation F1 0.906")
-    print("train s: wall clock of mmv_zoo.train.train (data checks, training, validation, checkpoints); "
+    print("train s: wall clock of mmv_zoo.training.train.train (data checks, training, validation, checkpoints); "
           "steps: optimizer steps (GANs: 2 per batch); load: 1-minute load average after training")
     if tmpdir:
         tmpdir.cleanup()

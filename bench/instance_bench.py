@@ -82,7 +82,7 @@ def main() -> int:
 
     from mmv_zoo.entry import load_entry
     from mmv_zoo.predict.engine import RunPredictor
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -118,7 +118,7 @@ def run_case(label: str, image: Path, package: Path, repeat: int, cli: bool, wor
 
     from mmv_zoo.io.read import read_image, select_channels
     from mmv_zoo.predict.engine import predict_files
-    from mmv_zoo.predict.package import PackagePredictor
+    from mmv_zoo.predict.package_predictor import PackagePredictor
 
     t0 = time.perf_counter()
     ours = PackagePredictor(package)  # loads, verifies against the package's test tensors (once), builds the pipeline

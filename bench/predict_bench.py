@@ -346,7 +346,7 @@ def memory_rows(args: argparse.Namespace, work: Path) -> None:
 
     import numpy as np
 
-    from mmv_zoo.nets.receptive_field import entry_halo
+    from mmv_zoo.predict.halo import entry_halo
     from mmv_zoo.predict.tiler import plan_tiles
 
     entry, model = load(args.memory_network, args.set)
@@ -416,8 +416,8 @@ def main() -> None:
 
     import torch
 
-    from mmv_zoo.nets.receptive_field import entry_halo
     from mmv_zoo.predict.fast import cpu_inference
+    from mmv_zoo.predict.halo import entry_halo
     from mmv_zoo.predict.memory import tile_memory, voxel_budget
     from mmv_zoo.predict.tiler import plan_tiles
 

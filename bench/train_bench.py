@@ -1,6 +1,6 @@
 """Training benchmark, in one run:
 
-1. Loop overhead: steps/s of `mmv-zoo train` (mmv_zoo.train.train: the FCN under the Lightning
+1. Loop overhead: steps/s of `mmv-zoo train` (mmv_zoo.training.train.train: the FCN under the Lightning
    Trainer with mmv_zoo's callbacks, CSV logging, last.ckpt every 50 steps) against a bare PyTorch
    loop on the same network, the same patch dataset, batch size, loader and optimizer. Both are timed
    on their second epoch, from the end of its first batch to the end of its last (data loading,
@@ -101,7 +101,7 @@ def bare_loop(entry, train_set, epochs: int = 2) -> float:
 def overhead(tmp: Path, repeat: int, images: int) -> None:
     from mmv_zoo.data.module import data_module
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     data = make_2d_data(tmp / "2d", images)
     # fnet depth 3 x16 (the entry's network), batch 8 of 128x128 patches; 20 steps per epoch
@@ -146,7 +146,7 @@ def make_stacks(root: Path, n: int, shape: tuple[int, int, int]) -> int:
 
 def cache_epochs(tmp: Path, stacks: int, shape: tuple[int, int, int]) -> None:
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     data = tmp / "3d"
     t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def main() -> None:
     ap.add_argument("--shape", default="64,512,512", help="Z,Y,X of each stack")
     ap.add_argument("--skip", choices=["overhead", "cache"], default=None)
     args = ap.parse_args()
-    from mmv_zoo.train import quiet_lightning
+    from mmv_zoo.training.train import quiet_lightning
 
     quiet_lightning()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average "

@@ -14,12 +14,12 @@ import yaml
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import EntryError
-from .overrides import apply_overrides
 from .settings import MmvZooSettings
-from .settings.base import Strict
 from .settings.embedseg import check_embedseg
 from .settings.gan import check_gan
 from .settings.messages import format_validation_error
+from .settings.overrides import apply_overrides
+from .settings.strict import Strict
 from .settings.training import REGRESSION_LOSSES, SEGMENTATION_LOSSES
 
 ZOO_DIR = Path(__file__).parent / "zoo"

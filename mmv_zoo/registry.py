@@ -14,7 +14,7 @@ FRAMEWORKS: dict[str, str] = {
     "fcn": "mmv_zoo.frameworks.fcn:FCN",
     "pix2pix": "mmv_zoo.frameworks.pix2pix:Pix2Pix",
     "cyclegan": "mmv_zoo.frameworks.cyclegan:CycleGAN",
-    "embedseg": "mmv_zoo.frameworks.embedseg:EmbedSeg",
+    "embedseg": "mmv_zoo.frameworks.embedseg.framework:EmbedSeg",
 }
 
 ENTRY_POINT_GROUPS = {"frameworks": "mmv_zoo.frameworks"}

@@ -37,7 +37,7 @@ def check(name: str, checker: Path, work: Path) -> tuple[bool, str]:
     from mmv_zoo.entry import load_entry
     from mmv_zoo.export.package import export_package
     from mmv_zoo.testing import first_image, tiny_data, tiny_overrides
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     entry = load_entry(name, tiny_overrides(load_entry(name)))
     data, image = tiny_data(entry, work / "data")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmv_zoo.catalog import zoo_readme
+from mmv_zoo.catalog.listing import zoo_readme
 from mmv_zoo.entry import ZOO_DIR
 
 README = ZOO_DIR / "README.md"

@@ -65,7 +65,7 @@ def data_3d(tmp_path_factory) -> Path:
 def run_2d(data_2d, tmp_path_factory) -> Path:
     """A tiny trained nuclei_semseg_2d run (shared by the predict and export tests)."""
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     entry = load_entry("nuclei_semseg_2d", TINY_2D)
     return train(entry, data_2d, tmp_path_factory.mktemp("runs2d"), progress=False).folder
@@ -74,7 +74,7 @@ def run_2d(data_2d, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def run_3d(data_3d, tmp_path_factory) -> Path:
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     tiny_unet = ["network.channels=[4,8,16]", "network.strides=[[1,2,2],[2,2,2]]", "network.num_res_units=1"]
     entry = load_entry("denoise_3d_planaria", TINY_3D + tiny_unet)
@@ -102,7 +102,7 @@ def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MMV_ZOO_CACHE", str(folder))
     monkeypatch.delenv("MMV_ZOO_OFFLINE", raising=False)
     monkeypatch.delenv("MMV_ZOO_ZENODO_API", raising=False)
-    from mmv_zoo import download
+    from mmv_zoo.remote import download
 
     monkeypatch.setattr(download, "BACKOFF_SECONDS", 0.01)
     return folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from mmv_zoo.catalog import card, catalog, data_label, zoo_readme
+from mmv_zoo.catalog.listing import card, catalog, data_label, zoo_readme
 from mmv_zoo.entry import ZOO_DIR, bundled_entries, load_entry
 
 from .test_cli import assert_clean_error, run_cli

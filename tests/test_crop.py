@@ -11,9 +11,9 @@ from pydantic import TypeAdapter
 from torch import fx, nn
 
 from mmv_zoo.nets.factory import build_network
-from mmv_zoo.nets.receptive_field import receptive_radius
 from mmv_zoo.predict.crop import SLACK, Cropped, _make_plan, _within, cropped_runner
 from mmv_zoo.predict.fast import cpu_inference
+from mmv_zoo.predict.halo import receptive_radius
 from mmv_zoo.settings.networks import NetworkSettings
 
 

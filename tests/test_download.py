@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mmv_zoo.download import DownloadError, fetch, resolve_doi, safe_extract
+from mmv_zoo.remote.download import DownloadError, fetch, resolve_doi, safe_extract
 from tests.archive_bytes import tar_gz as make_tar
 from tests.archive_bytes import zip_bytes as make_zip
 

@@ -15,9 +15,9 @@ import torch
 from mmv_zoo.data.instances import centre_map
 from mmv_zoo.entry import EntryError, load_entry
 from mmv_zoo.errors import DataError
-from mmv_zoo.instances.cluster import cluster, cluster_reference
-from mmv_zoo.instances.embedding import UNIT, coordinate_grid
-from mmv_zoo.instances.loss import spatial_embedding_loss
+from mmv_zoo.frameworks.embedseg.cluster import cluster, cluster_reference
+from mmv_zoo.frameworks.embedseg.embedding import UNIT, coordinate_grid
+from mmv_zoo.frameworks.embedseg.loss import spatial_embedding_loss
 from mmv_zoo.registry import framework_class
 
 TINY_UNET = "network={kind: unet, channels: [8, 16, 32], num_res_units: 1}"
@@ -133,7 +133,7 @@ def test_instance_across_tile_borders_gets_one_label(trained_2d):
     img, lab = shapes_2d()
     small = Options(budget=32 * 32, overlap=0.25)
     predictor = RunPredictor("unused", model=trained_2d, options=small)
-    from mmv_zoo.nets.receptive_field import entry_halo
+    from mmv_zoo.predict.halo import entry_halo
     from mmv_zoo.predict.tiler import plan_tiles
 
     entry = trained_2d.entry
@@ -226,7 +226,7 @@ def test_entries_and_rules():
         entry = load_entry(name)
         assert entry.mmv.task == "instance" and entry.mmv.framework == "embedseg"
     e3 = load_entry("instance_seg_3d_embedseg")
-    from mmv_zoo.instances.embedding import entry_spacing
+    from mmv_zoo.frameworks.embedseg.embedding import entry_spacing
 
     sz, sy, sx = entry_spacing(e3)
     assert sz / sx == pytest.approx(0.29 / 0.108) and sy == sx
@@ -254,7 +254,7 @@ def _write_pairs(root: Path, n: int = 2) -> Path:
 
 
 def _refused(entry, data: Path, out: Path) -> str:
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     with pytest.raises(DataError) as info:
         train(entry, data, out, progress=False)
@@ -327,7 +327,7 @@ def test_exclusion_folder_trains_and_masks_patches(tmp_path):
 
 def test_train_and_predict_write_uint16_labels(tmp_path):
     from mmv_zoo.predict.engine import Options, predict_files
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     data = _write_pairs(tmp_path / "data", 3)
     entry = entry_2d(["training.max_epochs=1", "training.patches_per_image=2", "training.batch_size=2"])

@@ -215,7 +215,7 @@ def test_evaluate_segmentation_run_equals_scores_of_predict_outputs(capsys, run_
     # --split val: exactly the images the run held back
     import json
 
-    from mmv_zoo.evaluate import evaluate
+    from mmv_zoo.evaluate.scoring import evaluate
 
     held = json.loads((run_2d / "run.json").read_text())["val_files"]
     val = evaluate(str(run_2d), data_2d, tmp_path / "ev_val", split="val")
@@ -224,7 +224,7 @@ def test_evaluate_segmentation_run_equals_scores_of_predict_outputs(capsys, run_
 
 
 def test_evaluate_regression_3d(run_3d, data_3d, tmp_path):
-    from mmv_zoo.evaluate import evaluate
+    from mmv_zoo.evaluate.scoring import evaluate
     from mmv_zoo.run import load_model
     from mmv_zoo.transforms.normalize import normalize
 
@@ -351,7 +351,7 @@ def test_evaluate_package_reads_task_and_labels_from_its_config(tmp_path):
     """The shipped nuclei package (class probabilities out): task, classes and `labels: foreground`
     come from its config.mmv_zoo; scores equal the hold-out F1/IoU its entry records (4 digits)."""
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.evaluate import evaluate
+    from mmv_zoo.evaluate.scoring import evaluate
 
     from .conftest import SAMPLE
 
@@ -387,7 +387,7 @@ def test_eval_pairs_follow_the_entry_layout(tmp_path):
     """CSV layouts, presplit folders (train/ and val/ together), exclusion masks not needed, CycleGAN's
     unpaired folder names used as pairs."""
     from mmv_zoo.errors import DataError
-    from mmv_zoo.evaluate import Scoring, eval_pairs
+    from mmv_zoo.evaluate.scoring import Scoring, eval_pairs
     from mmv_zoo.settings.data import DataSettings
 
     def spec(**data) -> Scoring:

@@ -40,7 +40,7 @@ def _write_3d_pairs(root: Path, source: str, target: str, shape=(24, 64, 64), n:
 def run_3d_fnet(tmp_path_factory) -> Path:
     """A tiny labelfree_3d_fnet run (center normalization) on 24x64x64 synthetic stacks."""
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     data = _write_3d_pairs(tmp_path_factory.mktemp("data3d_fnet"), "brightfield", "fluorescence")
     entry = load_entry("labelfree_3d_fnet", [

@@ -82,7 +82,7 @@ def data_3d(tmp_path_factory) -> Path:
 
 
 def _train(entry_name: str, data: Path, out: Path, extra: list[str] | None = None):
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     entry = load_entry(entry_name, TINY[entry_name] + (extra or []))
     return entry, train(entry, data, out, progress=False)
@@ -240,7 +240,7 @@ def test_seeded_updates_are_reproducible():
 
 @pytest.mark.parametrize("kind", ["vanilla", "lsgan", "hinge"])
 def test_adversarial_losses_reward_the_right_side(kind):
-    from mmv_zoo.frameworks.gan import AdversarialLoss
+    from mmv_zoo.frameworks.adversarial import AdversarialLoss
 
     loss = AdversarialLoss(kind)
     confident, fooled = torch.full((2, 1, 4, 4), 3.0), torch.full((2, 1, 4, 4), -3.0)
@@ -249,7 +249,7 @@ def test_adversarial_losses_reward_the_right_side(kind):
 
 
 def test_image_pool_returns_earlier_images():
-    from mmv_zoo.frameworks.gan import ImagePool
+    from mmv_zoo.frameworks.adversarial import ImagePool
 
     torch.manual_seed(0)
     pool = ImagePool(2)
@@ -328,7 +328,7 @@ def test_3d_runs_train_generators_and_discriminators(name, data_3d, tmp_path):
 @pytest.fixture(scope="module")
 def fcn_run(data_2d, tmp_path_factory) -> Path:
     """An fcn run of the synthetic entry's tiny generator (mask -> image regression)."""
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     entry = load_entry("synthetic_2d_pix2pix", [*TINY["synthetic_2d_pix2pix"][:2], *TINY_TRAIN, "framework=fcn",
                                                 "pix2pix=null"])
@@ -353,7 +353,7 @@ def test_init_from_loads_the_fcn_generator(fcn_run):
 
 
 def test_init_from_refuses_another_network_before_training(fcn_run, data_2d, tmp_path):
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     overrides = [*TINY["synthetic_2d_pix2pix"], f"pix2pix.init_from={fcn_run}", "network.mult_chan=8"]
     entry = load_entry("synthetic_2d_pix2pix", overrides)

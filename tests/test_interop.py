@@ -16,7 +16,7 @@ from tests.conftest import TINY_2D
 def wide_run(data_2d, tmp_path_factory):
     """A tiny 2D run whose training patch (48) does not cap the halo: field 22 -> halo 24."""
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     entry = load_entry("nuclei_semseg_2d", TINY_2D + ["data.patch=[48,48]"])
     return train(entry, data_2d, tmp_path_factory.mktemp("wide"), progress=False).folder
@@ -29,8 +29,8 @@ def test_bioimageio_core_tiles_reproduce_mmv_zoo_predict(wide_run, data_2d, tmp_
     from bioimageio.spec import load_description
 
     from mmv_zoo.export.package import export_package
-    from mmv_zoo.nets.receptive_field import entry_halo
     from mmv_zoo.predict.engine import Options, predict_array
+    from mmv_zoo.predict.halo import entry_halo
     from mmv_zoo.run import load_model
 
     model = load_model(wide_run)

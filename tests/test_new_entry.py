@@ -15,7 +15,7 @@ DROPPED = ("pretrained", "recipe", "paper")
 
 @pytest.mark.parametrize("template", bundled_entries())
 def test_every_entry_scaffolds_a_valid_entry(template, tmp_path):
-    from mmv_zoo.scaffold import new_entry
+    from mmv_zoo.catalog.scaffold import new_entry
 
     done = new_entry("mine", template, tmp_path)
     entry = load_entry(done.folder)

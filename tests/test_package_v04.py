@@ -111,7 +111,7 @@ def test_package_is_format_04(zip_v04, offline):
     from bioimageio.spec import load_description
     from bioimageio.spec.model import v0_4, v0_5
 
-    from mmv_zoo.predict.package import load_package
+    from mmv_zoo.predict.package_predictor import load_package
 
     with zipfile.ZipFile(zip_v04) as z:
         rdf = yaml.safe_load(z.read("rdf.yaml"))

@@ -41,7 +41,7 @@ def test_unknown_framework_lists_the_known(fake_plugin):
 
 
 def test_plugin_framework_trains(fake_plugin, data_2d, tmp_path):
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     assert "fcn_twice" in frameworks() and frameworks()["fcn"] == "mmv_zoo.frameworks.fcn:FCN"
     cls = framework_class("fcn_twice")

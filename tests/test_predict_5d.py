@@ -67,7 +67,7 @@ def test_ome_zarr_output_streams_the_same_values(run_3d, stack_5d, tmp_path):
 def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path, monkeypatch):
     """A tile budget far below the frame: many tiles, the same result as one tile (with the halo
     covering the receptive field; the tiny test patch would cap it in z)."""
-    from mmv_zoo.nets import receptive_field
+    from mmv_zoo.predict import halo as receptive_field
 
     model = load_model(run_3d)
     _, radius = engine.entry_halo(model.entry, model.inference_model())

@@ -14,7 +14,7 @@ import torch
 from mmv_zoo.errors import DataError, RunError
 from mmv_zoo.io.read import read_image
 from mmv_zoo.predict.engine import Options, predict_files
-from mmv_zoo.predict.package import is_package
+from mmv_zoo.predict.package_predictor import is_package
 
 
 class Smooth(torch.nn.Module):
@@ -160,7 +160,7 @@ def test_unzipped_package_folder_and_rdf(foreign_zip, tmp_path):
 def test_verification_is_cached_per_package(foreign_zip, tmp_path, monkeypatch):
     import bioimageio.core
 
-    from mmv_zoo.predict.package import PackagePredictor, package_digest
+    from mmv_zoo.predict.package_predictor import PackagePredictor, package_digest
 
     monkeypatch.setenv("MMV_ZOO_CACHE", str(tmp_path / "cache"))
     first = PackagePredictor(foreign_zip)

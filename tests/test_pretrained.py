@@ -105,7 +105,7 @@ def test_list_shows_bundled_weights(capsys):
 @pytest.fixture
 def server(monkeypatch, tmp_path):
     """A package server on 127.0.0.1 and an empty cache."""
-    from mmv_zoo import download
+    from mmv_zoo.remote import download
 
     from .test_download import Server
 
@@ -418,8 +418,8 @@ def test_pickled_objects_are_refused_never_unpickled(im2im_record, tmp_path, cap
 def test_extract_member_is_atomic_and_safe(tmp_path):
     import zipfile
 
-    from mmv_zoo.archives import MissingMember, extract_member
     from mmv_zoo.errors import DownloadError
+    from mmv_zoo.remote.archives import MissingMember, extract_member
 
     archive = tmp_path / "a.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:

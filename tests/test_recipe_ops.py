@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 from mmv_zoo.errors import DataError
-from mmv_zoo.recipes import pull_data
+from mmv_zoo.recipes.pull import pull_data
 from mmv_zoo.settings.recipe import FilesStep
 from tests.archive_bytes import tif, zip_bytes
 from tests.test_recipes import host, quiet, with_recipe

@@ -14,7 +14,7 @@ from PIL import Image
 
 from mmv_zoo.entry import load_entry
 from mmv_zoo.errors import DataError, DownloadError
-from mmv_zoo.recipes import RECORD, pull_data
+from mmv_zoo.recipes.pull import RECORD, pull_data
 from mmv_zoo.settings.recipe import DataRecipe
 from tests.archive_bytes import tar_gz, tif, zip_bytes
 from tests.data_archives import BUILDERS

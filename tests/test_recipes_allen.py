@@ -12,7 +12,7 @@ import tifffile
 
 from mmv_zoo.entry import load_entry
 from mmv_zoo.errors import DataError
-from mmv_zoo.recipes import _read_czyx, _write, middle_of_foreground, pull_data
+from mmv_zoo.recipes.pull import _read_czyx, _write, middle_of_foreground, pull_data
 from mmv_zoo.settings.recipe import DataRecipe
 from tests.archives_allen import CELLS, LEVEL, ORDERS, SHAPE, fov_id, fov_images, metadata
 
@@ -182,7 +182,7 @@ def test_dot_mask_is_the_segmenters_dot_filter_pipeline():
     from scipy.stats import norm
     from skimage.morphology import remove_small_objects
 
-    from mmv_zoo.recipe_ops import dot_mask
+    from mmv_zoo.recipes.ops import dot_mask
 
     rng = np.random.default_rng(3)
     img = (ndi.gaussian_filter(rng.random((6, 40, 48)), 1.5) * 4000 + rng.normal(400, 30, (6, 40, 48))).clip(0)
@@ -205,7 +205,7 @@ def test_dot_mask_is_the_segmenters_dot_filter_pipeline():
 
 @pytest.mark.parametrize("slug", ["semantic_seg_3d_fibrillarin", "instance_seg_3d_fibrillarin"])
 def test_fibrillarin_recipes_compute_the_dot_filter_masks(slug, server, cache, tmp_path):
-    from mmv_zoo.recipe_ops import dot_mask
+    from mmv_zoo.recipes.ops import dot_mask
 
     done = pull_data(local(load_entry(slug), server), tmp_path / "out", report=quiet)
     assert done.files == {"images": 3, "labels": 3, "holdout/images": 1, "holdout/labels": 1}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmv_zoo.nets.receptive_field import halo_from_radius, receptive_radius
+from mmv_zoo.predict.halo import halo_from_radius, receptive_radius
 from mmv_zoo.predict.tiler import plan_tiles, predict_tiled, window
 from mmv_zoo.settings.networks import SizeRule
 
@@ -137,7 +137,7 @@ def test_tiles_stay_on_the_downsampling_grid():
 def test_measured_field_is_remembered_across_processes(monkeypatch):
     """A later process reads the field from the cache instead of probing again; a `python`-kind
     network (a user's module that may change) is never remembered."""
-    from mmv_zoo.nets import receptive_field as rf
+    from mmv_zoo.predict import halo as rf
 
     net = convs(3)
     key = "test-network-settings"

@@ -31,7 +31,7 @@ def test_run_folder_is_complete(run_2d):
 def test_training_updates_weights(data_2d, tmp_path):
     from mmv_zoo.entry import load_entry
     from mmv_zoo.registry import framework_class
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     from .conftest import TINY_2D
 
@@ -70,8 +70,8 @@ def test_predict_2d_writes_labels_with_pixel_sizes(run_2d, data_2d, tmp_path):
 def test_prediction_equals_model_on_whole_image(run_2d, data_2d, tmp_path):
     """By default (`image` border) the model's forward pass on the image itself, in one tile or many;
     with `mirror` borders, its pass on the image mirrored by the halo, cropped back."""
-    from mmv_zoo.nets.receptive_field import entry_halo
     from mmv_zoo.predict.engine import Options, predict_array
+    from mmv_zoo.predict.halo import entry_halo
 
     model = load_model(run_2d)
     x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :64, :64]
@@ -116,7 +116,7 @@ def test_train_predict_3d(run_3d, data_3d, tmp_path):
 def test_train_fnet_3d_center_normalization(tmp_path):
     """The labelfree paper configuration trains on tiny 3D data."""
     from mmv_zoo.entry import load_entry
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     from .conftest import make_3d_pairs
 
@@ -136,7 +136,7 @@ def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
     from mmv_zoo.errors import RunError
     from mmv_zoo.frameworks.fcn import FCN
     from mmv_zoo.predict.engine import predict_files
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     from .conftest import TINY_2D
 
@@ -156,8 +156,8 @@ def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
 
 def test_tiling_does_not_change_the_prediction(run_2d, data_2d, monkeypatch):
     """Tiles cropped by a halo covering the receptive field give the one-tile result; blended overlap too."""
-    from mmv_zoo.nets import receptive_field
     from mmv_zoo.predict import engine
+    from mmv_zoo.predict import halo as receptive_field
 
     model = load_model(run_2d)
     entry = model.entry

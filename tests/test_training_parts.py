@@ -11,8 +11,8 @@ from pydantic import TypeAdapter
 from mmv_zoo.data.pairs import split_pairs
 from mmv_zoo.entry import load_entry
 from mmv_zoo.errors import DataError
-from mmv_zoo.losses import build_loss
-from mmv_zoo.optim import build_optimizer, build_scheduler
+from mmv_zoo.frameworks.losses import build_loss
+from mmv_zoo.frameworks.optim import build_optimizer, build_scheduler
 from mmv_zoo.settings.training import LossSettings, OptimizerSettings, SchedulerSettings
 
 

@@ -57,7 +57,7 @@ def test_killed_run_resumes_with_the_expected_steps(data6, tmp_path):
     """SIGKILL mid-epoch after the first last.ckpt; --resume finishes in the same folder with the step
     count (and weights) of an uninterrupted run."""
     from mmv_zoo.run import load_model
-    from mmv_zoo.train import resume, train
+    from mmv_zoo.training.train import resume, train
 
     # 5 training images x 16 patches / batch 2 = 40 steps in the one epoch; last.ckpt every 3 steps
     overrides = TINY + ["training.max_epochs=1", "training.patches_per_image=16",
@@ -103,7 +103,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_finishes(data6, tmp_path, caps
     marks the run interrupted; resuming completes it."""
     import pytorch_lightning as pl
 
-    from mmv_zoo.train import resume, train
+    from mmv_zoo.training.train import resume, train
 
     class TermAtStep5(pl.Callback):
         def on_train_batch_end(self, trainer, *args) -> None:
@@ -135,7 +135,7 @@ def test_sigterm_saves_last_checkpoint_and_resume_finishes(data6, tmp_path, caps
 
 
 def test_resume_needs_a_checkpoint(tmp_path):
-    from mmv_zoo.train import resume
+    from mmv_zoo.training.train import resume
 
     run = tmp_path / "runs" / "x" / "1"
     run.mkdir(parents=True)
@@ -176,7 +176,7 @@ def test_devices_beyond_the_machine_are_refused(data6, tmp_path, capsys):
 # --- Lightning features from the entry ---------------------------------------------------------------
 
 def test_early_stopping_and_swa_take_effect(data6, tmp_path):
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     # min_delta larger than any change: no validation counts as an improvement, so patience 1 stops
     # after the second validation; SWA from epoch index 1 averages the weights of the later epochs
@@ -215,7 +215,7 @@ def test_trainer_settings_are_validated():
 def test_optional_logger_missing_is_a_clear_error(data6, tmp_path):
     from importlib.util import find_spec
 
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     if find_spec("tensorboard") or find_spec("tensorboardX"):
         pytest.skip("tensorboard is installed")
@@ -226,7 +226,7 @@ def test_optional_logger_missing_is_a_clear_error(data6, tmp_path):
 
 
 def test_gan_frameworks_refuse_options_they_cannot_use(tmp_path):
-    from mmv_zoo.train import _check_framework_options
+    from mmv_zoo.training.train import _check_framework_options
 
     entry = load_entry("synthetic_2d_pix2pix", ["training.gradient_clip_val=1.0"])
 
@@ -241,7 +241,7 @@ def test_gan_frameworks_refuse_options_they_cannot_use(tmp_path):
 
 def test_nan_loss_stops_with_epoch_and_step(data6, tmp_path, monkeypatch):
     from mmv_zoo.frameworks.fcn import FCN
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     original = FCN.compute_loss
 
@@ -256,7 +256,7 @@ def test_nan_loss_stops_with_epoch_and_step(data6, tmp_path, monkeypatch):
 
 def test_out_of_memory_suggests_the_batch_size_finder(data6, tmp_path, monkeypatch):
     from mmv_zoo.frameworks.fcn import FCN
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     def oom(self, batch, batch_idx):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -311,7 +311,7 @@ def test_corrupt_file_cli_names_it_and_writes_nothing(data6, tmp_path, capsys):
 def test_too_little_disk_space_fails_before_training(data6, tmp_path, monkeypatch):
     import shutil as sh
 
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     real = sh.disk_usage
     monkeypatch.setattr(sh, "disk_usage", lambda p: real(p)._replace(free=1000))
@@ -324,7 +324,7 @@ def test_too_little_disk_space_fails_before_training(data6, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("kind", ["mse", "l1", "cross_entropy", "dice", "dice_ce"])
 def test_exclusion_mask_changes_the_loss_only_where_it_is_nonzero(kind):
-    from mmv_zoo.losses import build_loss
+    from mmv_zoo.frameworks.losses import build_loss
     from mmv_zoo.settings.training import LossSettings
 
     loss_fn = build_loss(TypeAdapter(LossSettings).validate_python({"kind": kind}))
@@ -372,8 +372,8 @@ def test_exclusion_masks_from_the_layout(data6, tmp_path):
 # --- persistent cache, partial loading, foreground sampling ------------------------------------------
 
 def test_normalization_change_invalidates_the_cache(data6, tmp_path):
-    from mmv_zoo.data.cache import PairCache, pair_key
     from mmv_zoo.data.pairs import Pair
+    from mmv_zoo.data.persistent_cache import PairCache, pair_key
 
     for sub in ("images", "labels"):
         (tmp_path / sub).mkdir()
@@ -451,7 +451,7 @@ def test_foreground_weighted_sampling(data6):
 
 def test_training_with_masks_cache_and_partial_loading(data6, tmp_path):
     """Exclusion masks, the persistent cache and partial loading together through the Trainer."""
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     data = tmp_path / "data"
     shutil.copytree(data6, data)
@@ -470,7 +470,7 @@ def test_training_with_masks_cache_and_partial_loading(data6, tmp_path):
 
 
 def test_tune_lr_and_batch_size_write_a_resolved_entry(data6, tmp_path):
-    from mmv_zoo.tune import tune
+    from mmv_zoo.training.tune import tune
 
     entry = load_entry("nuclei_semseg_2d", TINY)
     lr = tune("lr", entry, data6, tmp_path / "lr" / "rdf.yaml", num_training=20)

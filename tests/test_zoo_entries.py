@@ -1,6 +1,6 @@
 """Every zoo entry — every folder of mmv_zoo/zoo with an rdf.yaml, collected at import time so new
 entries are tested without touching this file — validates, builds its network at its declared size
-and trains for two batches through `mmv_zoo.train.train` (what `mmv-zoo train` runs) on tiny
+and trains for two batches through `mmv_zoo.training.train.train` (what `mmv-zoo train` runs) on tiny
 synthetic data of its own layout and axes (`mmv_zoo.testing`)."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class _Recorder(pl.Callback):
 def test_entry_trains_two_steps(name, tmp_path):
     """Two batches on tiny data in the entry's layout: the run completes, its last checkpoint is at
     step 2 (4 for a GAN's two optimizers), every optimizer changed its weights, losses are finite."""
-    from mmv_zoo.train import train
+    from mmv_zoo.training.train import train
 
     _xfail(name)
     entry = load_entry(name, tiny_overrides(load_entry(name), steps=STEPS))

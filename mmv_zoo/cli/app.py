@@ -74,7 +74,7 @@ def list_entries(
     recipe or described)."""
     from rich.table import Table
 
-    from ..catalog import COLUMNS, catalog
+    from ..catalog.listing import COLUMNS, catalog
     from ..errors import EntryError
 
     if task is not None and task not in TASKS:
@@ -107,18 +107,18 @@ def show(
 ) -> None:
     """Print an entry with every default filled in (after --set overrides), or its card."""
     from ..entry import entry_to_yaml, load_entry
-    from ..pretrained import is_doi
+    from ..remote.pretrained import is_doi
 
     e = load_entry(entry, set_)
     if card:
-        from ..catalog import card as entry_card
+        from ..catalog.listing import card as entry_card
 
         sys.stdout.write(entry_card(e))
         return
     sys.stdout.write(f"# {e.source}\n{entry_to_yaml(e)}")
     pre = e.mmv.pretrained
     if pre is not None and pre.sha256 is None and ("://" in pre.source or is_doi(pre.source)):
-        from ..pretrained import recorded_sha256
+        from ..remote.pretrained import recorded_sha256
 
         seen = recorded_sha256(pre.source, pre.file)
         note = (f"recorded on first pull (trust on first use): {seen}" if seen
@@ -164,7 +164,7 @@ def new(
     """Create a new entry from an existing one, to adapt its method to your data by editing YAML: the
     template's rdf.yaml without its trained weights and data (pretrained, recipe, paper, training_data),
     and a README saying what to edit."""
-    from ..scaffold import new_entry
+    from ..catalog.scaffold import new_entry
 
     done = new_entry(entry, template, zoo)
     console = _console()
@@ -198,14 +198,14 @@ def train(
     if resume is not None:
         if entry is not None:
             raise EntryError(f"--resume {resume}: give the run folder only (its rdf.yaml is the entry), not {entry}")
-        from ..train import resume as resume_training
+        from ..training.train import resume as resume_training
 
         result = resume_training(resume, data, set_, progress=progress)
     else:
         if entry is None or data is None:
             raise EntryError("train: give ENTRY and --data DIR (or --resume RUN)")
         from ..entry import load_entry
-        from ..train import train as run_training
+        from ..training.train import train as run_training
 
         e = load_entry(entry, set_)
         result = run_training(e, data, out, progress=progress)
@@ -239,7 +239,7 @@ def tune(
 ) -> None:
     """Run Lightning's learning-rate finder or batch-size scaler and write the result into a resolved entry."""
     from ..entry import load_entry
-    from ..tune import tune as run_tune
+    from ..training.tune import tune as run_tune
 
     e = load_entry(entry, set_)
     result = run_tune(what, e, data, out, num_training=steps, max_batch_size=max_batch_size)
@@ -362,7 +362,7 @@ def evaluate(
     metrics.csv and a figure (input | prediction | truth | errors)."""
     from rich.table import Table
 
-    from ..evaluate import evaluate as run_evaluation
+    from ..evaluate.scoring import evaluate as run_evaluation
 
     console = _console()
 
@@ -437,7 +437,7 @@ def pull(
 ) -> None:
     """Download (or find in the cache) pretrained weights and verify their sha256."""
     from ..entry import load_entry
-    from ..pretrained import entry_package, is_doi, pull_source
+    from ..remote.pretrained import entry_package, is_doi, pull_source
 
     path = Path(source)
     if "://" in source or is_doi(source) or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
@@ -466,7 +466,7 @@ def publish(
     sample: Annotated[Path | None, typer.Option(help="Image for the package's test tensors and cover.")] = None,
 ) -> None:
     """Export a run into a zoo entry: its tested package, sha256 and metrics, ready for predict and pull."""
-    from ..publish import publish as do_publish
+    from ..catalog.publish import publish as do_publish
 
     done = do_publish(run, entry, zoo, sample)
     verb = "created" if done.created else "updated"
@@ -488,7 +488,7 @@ def data_pull(
     """Download an entry's public data (sha256-verified, cached, resumable) and arrange it into the
     entry's layout, ready for `mmv-zoo train ENTRY --data OUT`."""
     from ..entry import load_entry
-    from ..recipes import pull_data
+    from ..recipes.pull import pull_data
 
     console = _console()
     loaded = load_entry(entry)
@@ -510,7 +510,7 @@ def test_package(
     """Run bioimageio.core's checks on a package, every weight format; exit 1 if any fails."""
     from rich.table import Table
 
-    from ..predict.package import CODE_FORMATS, SAFE_FORMATS, load_package, package_digest, test_formats
+    from ..predict.package_predictor import CODE_FORMATS, SAFE_FORMATS, load_package, package_digest, test_formats
 
     descr = load_package(package)
     present = [f for f in (*SAFE_FORMATS, *CODE_FORMATS) if getattr(descr.weights, f, None) is not None]

@@ -1,0 +1,1 @@
+"""Training data: pairs and layouts, patch datasets, the persistent cache, LightningDataModules."""

@@ -80,7 +80,7 @@ def build_patch_sets(train_pairs: list[Pair], val_pairs: list[Pair], entry: Any)
     loaded: list[LoadedPair | Pair] = []
     cache = None
     if lazy:
-        from .cache import PairCache, cache_root
+        from .persistent_cache import PairCache, cache_root
 
         cache = PairCache(cache_root(entry), entry) if data.cache.enabled else None
         need = 0

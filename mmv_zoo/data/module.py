@@ -8,8 +8,8 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ..errors import DataError
-from .base import PatchDataModule
 from .dataset import LoadedPair, PatchDataset, load_pair
+from .loaders import PatchDataModule
 from .pairs import Pair, split_pairs
 
 

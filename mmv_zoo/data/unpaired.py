@@ -21,8 +21,8 @@ from ..errors import DataError
 from ..io.read import image_stem, is_image, read_image
 from ..transforms.normalize import normalize
 from ..transforms.stain import StainError
-from .base import PatchDataModule
 from .dataset import augment, pad_to
+from .loaders import PatchDataModule
 
 
 @dataclass

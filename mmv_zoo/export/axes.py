@@ -35,12 +35,12 @@ class AxisSize:
 def export_sizes(entry: Entry, net: Any) -> list[AxisSize]:
     """Per space axis (z, y, x order): the exported minimum, step and halo.
 
-    The halo is the network's measured receptive-field radius (see `mmv_zoo.nets.receptive_field`),
+    The halo is the network's measured receptive-field radius (see `mmv_zoo.predict.halo`),
     the same one `mmv-zoo predict` crops its tiles by, so tiling consumers reproduce its output.
     The minimum is raised above the network's own minimum to the smallest valid size that still
     leaves at least one pixel after cropping the halo from both sides (BioImage.IO requires it).
     """
-    from ..nets.receptive_field import entry_halo
+    from ..predict.halo import entry_halo
 
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     ids = [a.id for a in entry.inputs[0].space_axes]

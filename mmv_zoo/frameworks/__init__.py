@@ -1,0 +1,1 @@
+"""Frameworks: one LightningModule per way of training (fcn, pix2pix, cyclegan, embedseg), losses, optimizers."""

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..nets.factory import build_network
+from .adversarial import GANModule, ImagePool, LossParts, build_discriminator
 from .fcn import InferenceModel, pearson
-from .gan import GANModule, ImagePool, LossParts, build_discriminator
 
 DIRECTIONS = ("a2b", "b2a")
 

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..losses import build_loss
 from ..nets.factory import build_network
-from ..optim import build_optimizer, build_scheduler
+from .losses import build_loss
+from .optim import build_optimizer, build_scheduler
 
 
 class InferenceModel(nn.Module):

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..nets.factory import build_network
+from .adversarial import GANModule, LossParts, build_discriminator
 from .fcn import InferenceModel, pearson
-from .gan import GANModule, LossParts, build_discriminator
 
 INIT_FIELD = "config.mmv_zoo.pix2pix.init_from"
 

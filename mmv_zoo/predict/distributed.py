@@ -86,7 +86,7 @@ def predict_distributed(source: str | Path, paths: list[Path], out: Path, option
                         overwrite: bool, trust_code: bool, weight_format: str | None, devices: int,
                         num_nodes: int = 1) -> list[Prediction]:
     """Predict `paths` on `devices` processes per node (and `num_nodes` nodes); results in input order."""
-    from ..train import quiet_lightning
+    from ..training.train import quiet_lightning
 
     quiet_lightning()
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_predict_") as manifest:

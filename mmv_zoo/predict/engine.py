@@ -14,9 +14,9 @@ import numpy as np
 from ..errors import DataError
 from ..io.read import image_stem, is_image
 from ..io.write import check_writable
-from ..nets.receptive_field import entry_halo
 from ..transforms.normalize import normalizer
 from .files import Prediction, Selection, predict_file
+from .halo import entry_halo
 from .memory import probe_size, voxel_budget
 from .tiler import plan_tiles, predict_tiled
 
@@ -173,7 +173,7 @@ def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False,
     as predicted (or a mask with a threshold); instances: the embeddings clustered into labels."""
     opts = options or Options(probabilities=probabilities)
     if entry.mmv.task == "instance" and not opts.probabilities:  # the embeddings clustered as for a run
-        from ..instances.cluster import entry_labels
+        from ..frameworks.embedseg.cluster import entry_labels
 
         return entry_labels(y, entry, opts.threshold), ["labels"]
     fn, is_labels = finisher(entry.mmv.task, len(entry.outputs[0].channel_names), opts)
@@ -250,8 +250,8 @@ class EntryPredictor:
 
     def __init__(self, entry: Any, probabilities: bool = False, trust_code: bool = False,
                  weight_format: str | None = None, options: Options | None = None) -> None:
-        from ..pretrained import entry_package
-        from .package import PackagePredictor
+        from ..remote.pretrained import entry_package
+        from .package_predictor import PackagePredictor
 
         self.entry = entry
         self.package = entry_package(entry)
@@ -275,7 +275,7 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
     entry (name, folder or rdf.yaml) with pretrained weights -> EntryPredictor."""
     from ..entry import EntryError, load_entry
     from ..run import looks_like_run
-    from .package import PackagePredictor, is_package
+    from .package_predictor import PackagePredictor, is_package
 
     options = options or Options(probabilities=probabilities, overlap=overlap)
     path = Path(source)
@@ -300,8 +300,8 @@ def open_predictor(source: str | Path, probabilities: bool = False, overlap: flo
         raise RunError(f"{source}: not a run folder, checkpoint, BioImage.IO package or zoo entry") from None
     pre = entry.mmv.pretrained
     if pre is not None and pre.format == "mmv_im2im_checkpoint":  # the entry's network, weights from MMV_Im2Im
-        from ..im2im_checkpoint import checkpoint_model
-        from ..pretrained import entry_package
+        from ..remote.im2im_checkpoint import checkpoint_model
+        from ..remote.pretrained import entry_package
 
         ckpt = entry_package(entry).path
         return RunPredictor(ckpt, model=checkpoint_model(entry, ckpt), options=options)

@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Strict
 from .data import DataSettings
 from .embedseg import EmbedSegLoss, EmbedSegSettings, fill_embedseg_defaults
 from .gan import CycleGANSettings, Pix2PixSettings, fill_gan_defaults
 from .networks import NetworkSettings
 from .recipe import DataRecipe, PaperResult
+from .strict import Strict
 from .training import LossSettings, TrainingSettings
 
 __all__ = ["MmvZooSettings"]

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from .base import Strict
+from .strict import Strict
 
 
 class PairedFolders(Strict):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Strict
+from .strict import Strict
 
 FRAMEWORK = "embedseg"
 TASK = "instance"

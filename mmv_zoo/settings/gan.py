@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import Strict
+from .strict import Strict
 from .training import OptimizerSettings
 
 GAN_FRAMEWORKS = ("pix2pix", "cyclegan")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from ..nets.sizes import PerAxis, per_axis
-from .base import Strict
+from .strict import Strict
 
 
 class SizeRule(Strict):

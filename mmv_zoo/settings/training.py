@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Strict
+from .strict import Strict
 
 SEGMENTATION_LOSSES = ("cross_entropy", "dice", "dice_ce")
 REGRESSION_LOSSES = ("mse", "l1")

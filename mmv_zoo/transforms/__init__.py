@@ -1,0 +1,1 @@
+"""Normalizations of images (percentile, standard, center, foreground) and Macenko stain normalization."""

@@ -1,4 +1,4 @@
-"""The array operations of a recipe's `files` step (`settings/recipe_ops.py`): crop, RGB to grey,
+"""The array operations of a recipe's `files` step (`settings/recipe.py: FileOps`): crop, RGB to grey,
 every time point, output names from a pattern, per-object masks merged into instance labels, and
 keeping only files with a partner in another folder. Called by `recipes._files` when any is set.
 Also the manifest step's `dot_mask` (the Allen Cell Structure Segmenter's dot filter)."""
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 GREY = np.array([0.2125, 0.7154, 0.0721])
 """Luminance weights of R, G and B (skimage.color.rgb2gray)."""
@@ -23,7 +23,7 @@ AXES = {"c": 0, "z": 1, "y": 2, "x": 3}
 
 def out_stem(step: Any, path: Path, where: str) -> str:
     """The output file stem of `path`: the `name_pattern` group (or the file's stem) without `strip`."""
-    from .io.read import image_stem
+    from ..io.read import image_stem
 
     stem = image_stem(path)
     if step.name_pattern:
@@ -56,8 +56,8 @@ def files_with_ops(step: Any, paths: list[Path], out: Path, where: str,
                    read: Callable[[Path], np.ndarray], write: Callable[[Path, np.ndarray], Path],
                    reduce: Callable[..., np.ndarray]) -> int:
     """Write `paths` into `out/step.to` with the step's operations; returns the number of files written."""
-    from .io.read import IMAGE_SUFFIXES, image_stem, is_image
-    from .io.source import open_image
+    from ..io.read import IMAGE_SUFFIXES, image_stem, is_image
+    from ..io.source import open_image
 
     groups: dict[str, list[Path]] = {}
     for path in paths:
@@ -102,7 +102,7 @@ def _changes_pixels(step: Any) -> bool:
 
 
 def _copy_target(folder: Path, stem: str, path: Path) -> Path:
-    from .io.read import image_stem
+    from ..io.read import image_stem
 
     folder.mkdir(parents=True, exist_ok=True)
     return folder / (stem + path.name[len(image_stem(path)):])

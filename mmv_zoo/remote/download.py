@@ -35,9 +35,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import cache_dir, sha256_of
+from ..errors import DownloadError
 from .archives import is_archive, safe_extract
-from .cache import cache_dir, sha256_of
-from .errors import DownloadError
 
 __all__ = ["DownloadError", "Fetched", "fetch", "recorded_sha256", "resolve_doi", "safe_extract"]
 

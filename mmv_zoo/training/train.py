@@ -12,10 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .entry import Entry, entry_to_yaml
-from .errors import EntryError, OutputError, RunError
-from .io.write import check_writable
-from .run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
+from ..entry import Entry, entry_to_yaml
+from ..errors import EntryError, OutputError, RunError
+from ..io.write import check_writable
+from ..run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
+from .plots import plot_metrics
 
 RUN_FOLDER_ENV = "MMV_ZOO_RUN_FOLDER"
 """Set by rank 0 while it trains: DDP processes Lightning starts by re-running the command train into
@@ -70,7 +71,7 @@ def resume(run: Path, data: Path | None = None, overrides: list[str] | None = No
            progress: bool = True) -> TrainResult:
     """Continue an interrupted run in its own folder from `checkpoints/last.ckpt` (weights, optimizer,
     scheduler, epoch, step, callbacks and random state); `overrides` apply on top of its entry."""
-    from .entry import load_entry
+    from ..entry import load_entry
 
     run = Path(run).resolve()
     info_path = run / RUN_FILE
@@ -174,9 +175,9 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 
-    from .data.module import data_module
-    from .registry import framework_class
-    from .training_callbacks import LastCheckpoint, StopOnNonFiniteLoss, explain_failure
+    from ..data.module import data_module
+    from ..registry import framework_class
+    from .callbacks import LastCheckpoint, StopOnNonFiniteLoss, explain_failure
 
     t0 = time.time()
     mmv = entry.mmv
@@ -234,8 +235,8 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     except Exception as e:  # Lightning's MisconfigurationException and friends
         raise EntryError(f"{entry.source}: config.mmv_zoo.training: {str(e).splitlines()[0]}") from None
     if resume is not None:
-        from .entry import load_entry
-        from .training_callbacks import ScaleLearningRate
+        from ..entry import load_entry
+        from .callbacks import ScaleLearningRate
 
         old_lr = load_entry(folder / ENTRY_FILE).mmv.training.optimizer.lr  # before it is rewritten
         if old_lr != t.optimizer.lr:
@@ -394,56 +395,3 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out
-
-
-def plot_metrics(metrics_csv: Path, png: Path, metric_name: str = "val_metric") -> Path | None:
-    """Loss curves (train and validation; a GAN's generator and discriminator losses) and the
-    validation metric per epoch."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series: dict[str, list[tuple[float, float]]] = {}
-    with metrics_csv.open() as f:
-        for row in csv.DictReader(f):
-            for key in ("train_loss", "train_loss_g", "train_loss_d", "val_loss", "val_metric"):
-                if row.get(key):
-                    series.setdefault(key, []).append((float(row["epoch"]), float(row[key])))
-    if not series:
-        return None
-    if "train_loss_d" in series:  # a GAN: generator, discriminator and validation on panels of their own
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        for ax, key, title in zip(axes[:2], ("train_loss_g", "train_loss_d"), ("generator", "discriminator"),
-                                  strict=True):
-            if key in series:
-                ax.plot(*zip(*series[key], strict=True), marker=".", color="tab:blue" if key[-1] == "g" else "tab:red")
-            ax.set_title(f"{title} ({key})", fontsize=10)
-            ax.set_xlabel("epoch")
-        _loss_and_metric(axes[2], series, ("val_loss",), metric_name)
-    else:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        _loss_and_metric(ax, series, ("train_loss", "val_loss"), metric_name)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
-
-
-def _loss_and_metric(ax: Any, series: dict[str, list[tuple[float, float]]], keys: tuple[str, ...],
-                     metric_name: str) -> None:
-    """Loss curves on `ax`, the validation metric on a twin axis, one legend."""
-    lines = []
-    for key in keys:
-        if key in series:
-            lines += ax.plot(*zip(*series[key], strict=True), label=key, marker=".")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    if "val_metric" in series:
-        ax2 = ax.twinx()
-        lines += ax2.plot(*zip(*series["val_metric"], strict=True), color="tab:green", label=metric_name,
-                          marker=".")
-        ax2.set_ylabel(metric_name)
-    ax.legend(lines, [line.get_label() for line in lines], loc="center right")

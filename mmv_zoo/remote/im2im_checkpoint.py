@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
+from ..errors import RunError
 
 PREFIX = "net."
 _FNET_DOUBLE_CONV = {"conv1": "block.0", "bn1": "block.1", "conv2": "block.3", "bn2": "block.4"}
@@ -125,7 +125,7 @@ def checkpoint_model(entry: Any, path: Path) -> Any:
     checkpoint `path`; the network is the one `config.mmv_zoo.network` declares, loaded strictly."""
     from torch import nn
 
-    from .registry import framework_class
+    from ..registry import framework_class
 
     model = framework_class(entry.mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
     net = getattr(model, "net", None)

@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from .errors import RunError
+from ..errors import RunError
 
 
 class NonFiniteLoss(RunError):

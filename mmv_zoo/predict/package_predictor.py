@@ -243,8 +243,8 @@ class PackagePredictor:
         y, names = self.outputs(x)
         if self.instances is None:
             return y, names
-        from ..instances.cluster import settings_labels
-        from ..instances.embedding import axes_spacing
+        from ..frameworks.embedseg.cluster import settings_labels
+        from ..frameworks.embedseg.embedding import axes_spacing
 
         scales = [float(a.scale) for a in self.input.axes if a.type == "space"]
         return settings_labels(y, self.instances, axes_spacing(scales), self.seed_threshold), ["labels"]

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from .entry import RDF_NAME, load_entry, read_entry_yaml, resolve_entry_path, validate_entry_data
-from .errors import EntryError, OutputError
+from ..entry import RDF_NAME, load_entry, read_entry_yaml, resolve_entry_path, validate_entry_data
+from ..errors import EntryError, OutputError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 DROPPED_TOP = {

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from .entry import RDF_NAME, read_entry_yaml, validate_entry_data
-from .errors import EntryError, OutputError
-from .run import ENTRY_FILE, open_run
+from ..entry import RDF_NAME, read_entry_yaml, validate_entry_data
+from ..errors import EntryError, OutputError
+from ..run import ENTRY_FILE, open_run
 
 
 @dataclass
@@ -26,8 +26,8 @@ def publish(run_folder: str | Path, name: str, zoo: Path, sample: Path | None = 
             formats: tuple[str, ...] = ("torchscript", "pytorch_state_dict")) -> Published:
     """Export `run_folder` into `zoo/<name>/weights/<name>.zip` and write (or update) `zoo/<name>/rdf.yaml`
     so that `config.mmv_zoo.pretrained` points at it with its sha256 and the run's metrics."""
-    from .cache import sha256_of
-    from .export.package import export_package
+    from ..cache import sha256_of
+    from ..export.package import export_package
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise EntryError(f"--entry {name!r}: use letters, digits, _ and - only")

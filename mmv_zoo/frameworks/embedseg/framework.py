@@ -18,11 +18,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..instances.cluster import cluster, entry_labels
-from ..instances.embedding import EmbeddingModel, entry_spacing
-from ..instances.loss import LossWeights, spatial_embedding_loss
-from ..nets.factory import build_network
+from ...nets.factory import build_network
 from ..optim import build_optimizer, build_scheduler
+from .cluster import cluster, entry_labels
+from .embedding import EmbeddingModel, entry_spacing
+from .loss import LossWeights, spatial_embedding_loss
 
 
 class EmbedSeg(pl.LightningModule):
@@ -33,7 +33,7 @@ class EmbedSeg(pl.LightningModule):
 
     def __init__(self, entry: dict[str, Any], slug: str | None = None) -> None:
         super().__init__()
-        from ..entry import Entry
+        from ...entry import Entry
 
         self.save_hyperparameters({"entry": entry, "slug": slug})
         self.entry = Entry.model_validate(entry)
@@ -69,7 +69,7 @@ class EmbedSeg(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        from ..metrics import average_precision
+        from ...metrics import average_precision
 
         x, y = batch
         out = self(x)

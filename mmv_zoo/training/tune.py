@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .entry import Entry, entry_to_yaml
-from .errors import EntryError, OutputError
+from ..entry import Entry, entry_to_yaml
+from ..errors import EntryError, OutputError
 
 WHAT = ("lr", "batch-size")
 
@@ -32,8 +32,8 @@ def tune(what: str, entry: Entry, data: Path, out: Path | None = None, num_train
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
 
-    from .data.module import data_module
-    from .registry import framework_class
+    from ..data.module import data_module
+    from ..registry import framework_class
     from .train import quiet_lightning
 
     if what not in WHAT:

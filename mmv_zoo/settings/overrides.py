@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .errors import EntryError
+from ..errors import EntryError
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
-from .data.pairs import Pair, find_pairs, split_pairs
-from .errors import DataError, RunError
-from .io.read import image_stem, is_image, read_image
-from .io.write import check_writable, make_folder, temporary_path
-from .settings.data import DataSettings, PairedFolders
+from .. import metrics
+from ..data.pairs import Pair, find_pairs, split_pairs
+from ..errors import DataError, RunError
+from ..io.read import image_stem, is_image, read_image
+from ..io.write import check_writable, make_folder, temporary_path
+from ..settings.data import DataSettings, PairedFolders
 
 TASKS = ("regression", "segmentation", "instance")
 FIGURE_IMAGES = 4
@@ -119,9 +119,9 @@ def _source_name(source: str | Path) -> str:
 def describe(source: str | Path) -> Scoring:
     """The scoring settings of SOURCE (a run, checkpoint, package or zoo entry), from its entry or
     package description: no network is loaded (except for a checkpoint outside its run folder)."""
-    from .entry import EntryError, load_entry
-    from .predict.package import is_package, load_package
-    from .run import load_model, looks_like_run, open_run
+    from ..entry import EntryError, load_entry
+    from ..predict.package_predictor import is_package, load_package
+    from ..run import load_model, looks_like_run, open_run
 
     path, name = Path(source), _source_name(source)
     if is_package(path):
@@ -200,7 +200,7 @@ def _find_prediction(pair: Pair, found: dict[str, Path]) -> Path | None:
 def _dims(spec: Scoring, target: Path) -> int:
     if spec.spatial_dims is not None:
         return spec.spatial_dims
-    from .io.source import open_image
+    from ..io.source import open_image
 
     with open_image(target) as src:
         return 3 if src.scene(0).Z > 1 else 2
@@ -279,7 +279,7 @@ def _instance(pred: np.ndarray, truth: np.ndarray, pair: Pair, pred_path: Path) 
 
 
 def _regression(pred: np.ndarray, truth: np.ndarray, spec: Scoring, pair: Pair, pred_path: Path) -> dict[str, float]:
-    from .transforms.normalize import normalize
+    from ..transforms.normalize import normalize
 
     if not np.issubdtype(pred.dtype, np.number):
         raise DataError(f"{pred_path}: prediction of type {pred.dtype} is not an image")
@@ -347,7 +347,7 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
     check_writable(out)
     notes: list[str] = []
     if predictions is None:
-        from .predict.engine import open_predictor
+        from ..predict.engine import open_predictor
 
         pred_dir = out / "predictions"
         pred_for = _predict_all(open_predictor(source, trust_code=trust_code), pairs, pred_dir)
@@ -380,7 +380,7 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
     summary = _summary(task, spec, images, columns)
     make_folder(out)
     csv_path = _write_csv(out / "metrics.csv", columns, images, summary)
-    from .evaluate_figure import write_figure
+    from .figure import write_figure
 
     figure = write_figure(out / "evaluation.png", task, panels, f"{spec.name}: {task}")
     return Evaluation(task, columns, images, summary, out, csv_path, figure, pred_dir, notes)
@@ -388,7 +388,7 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
 
 def _predict_all(predictor: Any, pairs: list[Pair], folder: Path) -> dict[str, Path]:
     """Predict the first scene of every source into `folder` (replacing earlier evaluations' outputs)."""
-    from .predict.files import Selection, predict_file
+    from ..predict.files import Selection, predict_file
 
     done = {}
     for pair in pairs:
@@ -419,7 +419,7 @@ def _score_pair(task: str, spec: Scoring, pair: Pair, pred_path: Path, keep_pane
     result = ImageResult(pair.name, pair.source, pair.target, pred_path, scores, counts)
     if not keep_panel:
         return result, None
-    from .evaluate_figure import panel
+    from .figure import panel
 
     image = read_image(pair.source, dims).data
     return result, panel(task, spec, pair.name, image, pred, truth, matched, scores)

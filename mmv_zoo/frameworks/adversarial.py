@@ -14,9 +14,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ..losses import build_loss
 from ..nets.patchgan import PatchGAN
-from ..optim import build_optimizer, build_scheduler
+from .losses import build_loss
+from .optim import build_optimizer, build_scheduler
 
 Backward = Callable[[torch.Tensor], None]
 LossParts = tuple[torch.Tensor, dict[str, torch.Tensor]]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, DownloadError, EntryError
+from ..errors import DataError, DownloadError, EntryError
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,14 @@ class _Sources:
         return self.done[name][0]
 
     def _fetch(self, name: str, d: Any) -> tuple[Path, dict[str, Any]]:
-        from .archives import is_archive
-        from .download import fetch
+        from ..remote.archives import is_archive
+        from ..remote.download import fetch
 
         where = f"{self.what}.downloads.{name}"
         self.report(f"fetching {name}: {d.url or f'doi:{d.doi} {d.file}'}" + (f" ({d.size})" if d.size else ""))
         try:
             if d.doi is not None:
-                from .pretrained import _resolve
+                from ..remote.pretrained import _resolve
 
                 url, record_sha = _resolve(d.doi, d.file)
                 sha = d.sha256 or record_sha
@@ -116,7 +116,7 @@ def _write(path: Path, data: np.ndarray) -> Path:
 
 
 def _read_czyx(path: Path) -> np.ndarray:
-    from .io.source import open_image
+    from ..io.source import open_image
 
     with open_image(path) as source:
         return np.asarray(source.read_block(t=0))
@@ -133,7 +133,7 @@ def _reduce(data: np.ndarray, channel: int | None, project: str | None, where: s
 
 
 def _files(step: Any, src: Path, out: Path, where: str) -> int:
-    from .io.read import IMAGE_SUFFIXES, image_stem
+    from ..io.read import IMAGE_SUFFIXES, image_stem
 
     paths = _members(src, step.glob)
     if step.limit:
@@ -141,7 +141,7 @@ def _files(step: Any, src: Path, out: Path, where: str) -> int:
     if not paths:
         raise DataError(f"{where}.glob: no file matches {step.glob!r} in the download")
     if step.has_ops():  # crop, grey, time points, names, labels, matching: recipe_ops.py
-        from .recipe_ops import files_with_ops
+        from .ops import files_with_ops
 
         return files_with_ops(step, paths, out, where, _read_czyx, _write, _reduce)
     for path in paths:
@@ -187,7 +187,7 @@ def _npz(step: Any, src: Path, out: Path, where: str) -> int:
 
 
 def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str], None]) -> int:
-    from .download import fetch
+    from ..remote.download import fetch
 
     found = _members(src, "*.csv")
     if len(found) != 1:
@@ -270,7 +270,7 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
 def _dot_mask(dot: Any, row: dict[str, str], data: np.ndarray, image: Path, get: Callable[..., Path],
               manifest: Path, where: str) -> np.ndarray:
     """The (Z, Y, X) dot-filter mask of the row (see DotMask), times the `times` labels as uint8."""
-    from .recipe_ops import dot_mask
+    from .ops import dot_mask
 
     index = _row_index(row, dot.channel, manifest, f"{where}.channel")
     channel = _reduce(data, index, None, f"{where}.channel", image)[0]
@@ -349,7 +349,7 @@ def _row_index(row: dict[str, str], channel: int | str, manifest: Path, where: s
 
 
 def _split(step: Any, out: Path, where: str) -> int:
-    from .io.read import image_stem, is_image
+    from ..io.read import image_stem, is_image
 
     stems: dict[str, dict[str, Path]] = {}
     for folder in step.folders:
@@ -376,14 +376,14 @@ def _check_layout(entry: Any, train: Path) -> None:
     """The pulled folder holds what `mmv-zoo train ENTRY --data train` expects."""
     layout = entry.mmv.data.layout
     if layout.layout == "unpaired_folders":
-        from .data.pairs import _images
+        from ..data.pairs import _images
 
         for folder in (layout.source, layout.target):
             if not _images(train / folder):
                 raise DataError(f"{train / folder}: the recipe wrote no images here (data.layout)")
         return
-    from .data.loading import check_pair
-    from .data.pairs import find_pairs
+    from ..data.loading import check_pair
+    from ..data.pairs import find_pairs
 
     pairs, _ = find_pairs(train, layout)
     check_pair(pairs[0], entry)  # readable, with the entry's dimensionality and channel count

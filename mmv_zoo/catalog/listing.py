@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .entry import ZOO_DIR, Entry, bundled_entries, load_entry
+from ..entry import ZOO_DIR, Entry, bundled_entries, load_entry
 
-PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 SAMPLE_PATH = re.compile(r"mmv_zoo/sample_data/[\w./-]*\w")
 README_HEADER = (
     "# The mmv_zoo zoo\n\n"
@@ -47,7 +47,7 @@ def weights_label(entry: Entry) -> str:
     pre = entry.mmv.pretrained
     if pre is None:
         return "train first"
-    from .pretrained import is_doi
+    from ..remote.pretrained import is_doi
 
     kind = "DOI" if is_doi(pre.source) else "URL" if "://" in pre.source else "bundled"
     what = ", MMV_Im2Im" if pre.format == "mmv_im2im_checkpoint" else ""

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .io.write import temporary_path
+from ..io.write import temporary_path
 
 GOLDEN = np.array([0.6180339887, 0.3819660113, 0.7548776662])
 
@@ -44,7 +44,7 @@ def panel(task: str, spec: Any, name: str, image: np.ndarray, pred: np.ndarray, 
     """(name, input, prediction, truth, errors, caption, error caption) for one row, as 2D planes."""
     inp = _plane(image).astype(np.float64)
     if task == "regression":
-        from .transforms.normalize import normalize
+        from ..transforms.normalize import normalize
 
         t = normalize(truth, spec.target_norm) if spec.target_norm is not None else truth
         p, t = _plane(pred).astype(np.float64), _plane(t).astype(np.float64)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import DownloadError, EntryError, RunError
+from ..errors import DownloadError, EntryError, RunError
 
 
 @dataclass
@@ -47,14 +47,14 @@ def _doi_key(source: str, file: str | None) -> str:
 
 def _resolved_doi(source: str, file: str | None) -> dict[str, Any]:
     """What an earlier pull resolved this DOI (and file) to: {url, sha256}; empty when never resolved."""
-    from .cache import read_record
+    from ..cache import read_record
 
     return read_record("doi", _doi_key(source, file))
 
 
 def _resolve(source: str, file: str | None) -> tuple[str, str | None]:
     """The download URL (and sha256 when the record lists one) of a DOI's package file; remembered."""
-    from .cache import write_record
+    from ..cache import write_record
     from .download import resolve_doi
 
     files = resolve_doi(_doi(source))
@@ -98,7 +98,7 @@ def pull_source(source: str, sha256: str | None = None, base: Path | None = None
                 file: str | None = None, member: str | None = None) -> PretrainedPackage:
     """A package or checkpoint from a local path (relative to `base`), URL or Zenodo DOI, verified and
     cached; with `member`, that file of the archive `source`, extracted into the cache."""
-    from .cache import sha256_of
+    from ..cache import sha256_of
 
     if "://" not in source and not is_doi(source):
         path = (base / source) if base is not None and not Path(source).is_absolute() else Path(source)
@@ -122,8 +122,8 @@ def pull_source(source: str, sha256: str | None = None, base: Path | None = None
 
 def _with_member(got: PretrainedPackage, member: str) -> PretrainedPackage:
     """`got` (a verified archive) -> its extracted `member`, cached next to the archive."""
+    from ..cache import cache_dir
     from .archives import extract_member
-    from .cache import cache_dir
 
     folder = cache_dir() / "downloads" / got.sha256 / f"{got.path.name}.members"
     got.archive, got.member = got.path, member
