@@ -26,7 +26,8 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mmv-zoo validate zoo/*
+	$(BIN)/mmv-zoo validate --all
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 # every bundled entry, trained a few steps, exported with all weight formats and run through the

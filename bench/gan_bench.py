@@ -123,7 +123,8 @@ def synthesis_score(run: Path) -> float:
 
 def segmentation_score(run: Path, out: Path) -> float:
     from mmv_zoo.metrics import foreground_scores
-    from mmv_zoo.predict.engine import Options, predict_files
+    from mmv_zoo.predict.batch import predict_files
+    from mmv_zoo.predict.engine import Options
 
     results = predict_files(run, [SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"], out / "predictions",
                             overwrite=True, options=Options(direction="a2b", threshold=0.0))

@@ -117,7 +117,7 @@ def run_case(label: str, image: Path, package: Path, repeat: int, cli: bool, wor
     from bioimageio.core.digest_spec import create_sample_for_model
 
     from mmv_zoo.io.read import read_image, select_channels
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
     from mmv_zoo.predict.package_predictor import PackagePredictor
 
     t0 = time.perf_counter()

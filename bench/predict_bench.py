@@ -160,7 +160,8 @@ def volume_rows(args: argparse.Namespace, entry: Any, model: Any, net: Any, shap
     import torch
     from monai.inferers import sliding_window_inference
 
-    from mmv_zoo.predict.engine import Options, predict_array, predict_files
+    from mmv_zoo.predict.batch import predict_files
+    from mmv_zoo.predict.engine import Options, predict_array
     from mmv_zoo.predict.files import Selection
     from mmv_zoo.transforms.normalize import normalizer
 
@@ -330,7 +331,8 @@ def memory_child(ckpt: str, image: str, out: str, budget: int) -> None:
     """In a fresh process: predict `image` to OME-Zarr through predict_files; print peak RSS (KiB)."""
     import torch  # noqa: F401  (imported first so that the baseline includes it)
 
-    from mmv_zoo.predict.engine import Options, predict_files
+    from mmv_zoo.predict.batch import predict_files
+    from mmv_zoo.predict.engine import Options
     from mmv_zoo.predict.files import Selection
 
     before = peak_rss_kib()  # torch and the engine imported

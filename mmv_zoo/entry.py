@@ -7,6 +7,7 @@ validates everything; every problem becomes an `EntryError` naming the file and 
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,9 +15,8 @@ import yaml
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import EntryError
-from .settings import MmvZooSettings
-from .settings.embedseg import check_embedseg
-from .settings.gan import check_gan
+from .settings.config import MmvZooSettings
+from .settings.framework import check_framework, framework_spec
 from .settings.messages import format_validation_error
 from .settings.overrides import apply_overrides
 from .settings.strict import Strict
@@ -24,6 +24,8 @@ from .settings.training import REGRESSION_LOSSES, SEGMENTATION_LOSSES
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 RDF_NAME = "rdf.yaml"
+RUN_INFO = "run.json"
+"""The record of a run folder (`mmv_zoo.run`): a resolved entry beside one is named by its `entry`."""
 
 
 class Author(Strict):
@@ -131,14 +133,14 @@ class Entry(Strict):
 
     @property
     def slug(self) -> str:
-        """Short name: the entry's folder name, else its `id`, else its name in snake case."""
+        """Short name: the entry's folder name (a file not named rdf.yaml: its stem; a run's resolved
+        entry: the entry the run trained, from the run.json beside it), else its `id`, else its name in
+        snake case."""
         if self._source is not None:
             if self._source.name != RDF_NAME:
                 return self._source.stem  # my_entries/nuclei_v2.yaml -> nuclei_v2
-            run_info = self._source.parent / "run.json"
-            if run_info.is_file():  # the resolved entry inside a run folder: the run's entry
-                import json
-
+            run_info = self._source.parent / RUN_INFO
+            if run_info.is_file():
                 with contextlib.suppress(OSError, ValueError, KeyError):
                     return str(json.loads(run_info.read_text())["entry"])
             return self._source.parent.name
@@ -200,7 +202,7 @@ class Entry(Strict):
                 f"config.mmv_zoo.data.patch: {patch} does not fit the {net.kind} network "
                 f"(sizes min + k*step with min/step {[(r.min, r.step) for r in rules]}); e.g. use {valid}"
             )
-        check_embedseg(self)  # task instance <-> framework embedseg, its loss and output channels
+        check_framework(self, framework_spec(mmv.framework))  # its tasks, losses, layouts and own rules
         loss = mmv.loss.kind
         if mmv.task == "segmentation":
             if loss not in SEGMENTATION_LOSSES:
@@ -233,7 +235,6 @@ class Entry(Strict):
             raise ValueError(
                 f"config.mmv_zoo.loss.class_weights: {len(weights)} values for {self.out_channels} classes"
             )
-        check_gan(self)
         return self
 
 
@@ -300,4 +301,18 @@ def entry_to_yaml(entry: Entry) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    return Entry.model_json_schema()
+    """The JSON schema of entries; each framework's own block is listed under `config.mmv_zoo`."""
+    from .settings.framework import framework_specs
+
+    schema = Entry.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    mmv = defs["MmvZooSettings"]
+    for kind, spec in framework_specs().items():
+        if spec.settings is None:
+            continue
+        block = spec.settings.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(block.pop("$defs", {}))
+        defs[spec.settings.__name__] = block
+        mmv["properties"][kind] = {"$ref": f"#/$defs/{spec.settings.__name__}",
+                                   "description": f"Framework {kind} only: its settings. {spec.description}"}
+    return schema

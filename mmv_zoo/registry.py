@@ -1,7 +1,11 @@
 """Kind -> implementation tables, resolved lazily (dotted paths, no heavy imports here).
 
-Outside packages add frameworks through the `mmv_zoo.frameworks` entry-point group, whose entries
-point at a LightningModule class taking the validated entry dict.
+A framework is registered by one line naming its `FrameworkSpec` (`mmv_zoo.settings.framework`), which
+lives in a torch-free module and names the LightningModule in turn. Outside packages add frameworks
+through the `mmv_zoo.frameworks` entry-point group, each entry pointing at such a spec:
+
+    [project.entry-points."mmv_zoo.frameworks"]
+    my_gan = "my_package.spec:MY_GAN"
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from importlib.metadata import entry_points
 from typing import Any
 
 FRAMEWORKS: dict[str, str] = {
-    "fcn": "mmv_zoo.frameworks.fcn:FCN",
-    "pix2pix": "mmv_zoo.frameworks.pix2pix:Pix2Pix",
-    "cyclegan": "mmv_zoo.frameworks.cyclegan:CycleGAN",
-    "embedseg": "mmv_zoo.frameworks.embedseg.framework:EmbedSeg",
+    "fcn": "mmv_zoo.settings.framework:FCN",
+    "pix2pix": "mmv_zoo.settings.gan:PIX2PIX",
+    "cyclegan": "mmv_zoo.settings.gan:CYCLEGAN",
+    "embedseg": "mmv_zoo.settings.embedseg:EMBEDSEG",
 }
+"""Built-in framework kind -> its FrameworkSpec (`module:NAME`)."""
 
 ENTRY_POINT_GROUPS = {"frameworks": "mmv_zoo.frameworks"}
 
@@ -25,18 +30,40 @@ def _plugins(group: str) -> dict[str, str]:
 
 
 def resolve(target: str) -> Any:
+    """The object a `module:name` path names (the module is imported)."""
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def frameworks() -> dict[str, str]:
-    """Framework kind -> `module:Class`, built-ins first (a plugin cannot replace a built-in)."""
+def framework_targets() -> dict[str, str]:
+    """Framework kind -> `module:NAME` of its spec, plugins first (a plugin cannot replace a built-in)."""
     return {**_plugins(ENTRY_POINT_GROUPS["frameworks"]), **FRAMEWORKS}
 
 
-def framework_class(kind: str) -> Any:
-    """The LightningModule class for a framework kind (built-in or plugin)."""
-    table = frameworks()
+def framework_kinds() -> list[str]:
+    """Every framework kind, built in or from a plugin (nothing is imported)."""
+    return sorted(framework_targets())
+
+
+def resolve_framework(kind: str) -> Any:
+    """The spec object a framework kind is registered with; KeyError naming the known kinds."""
+    table = framework_targets()
     if kind not in table:
         raise KeyError(f"unknown framework {kind!r}; known: {sorted(table)}")
     return resolve(table[kind])
+
+
+def frameworks() -> dict[str, str]:
+    """Framework kind -> `module:Class` of its LightningModule (each spec is resolved; torch is not)."""
+    out = {}
+    for kind in framework_kinds():
+        try:
+            out[kind] = resolve_framework(kind).model
+        except Exception:  # noqa: BLE001 - a broken plugin is listed by name only
+            out[kind] = framework_targets()[kind]
+    return out
+
+
+def framework_class(kind: str) -> Any:
+    """The LightningModule class of a framework kind (built-in or plugin)."""
+    return resolve(resolve_framework(kind).model)

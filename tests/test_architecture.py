@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mmv_zoo.entry import load_entry
-from mmv_zoo.export.architecture import _examples, _inference_model, architecture
+from mmv_zoo.export.architecture import architecture, example_inputs, export_model
 from mmv_zoo.export.fx_source import NotTraceable, standalone_source
 from mmv_zoo.frameworks.fcn import InferenceModel
 
@@ -78,10 +78,10 @@ def isolated_outputs(tmp_path_factory):
     cases, expected, sources = [], {}, {}
     for name, (entry_name, overrides) in CASES.items():
         entry = load_entry(entry_name, overrides)
-        model = _perturbed(_inference_model(entry, None))
+        model = _perturbed(export_model(entry, None))
         arch = architecture(entry, model)
         assert arch.requirements == [] and arch.kwargs == {} and arch.note is None, name
-        inputs = _examples(entry)
+        inputs = example_inputs(entry)
         with torch.no_grad():
             expected[name] = [model(x) for x in inputs]
         (tmp / f"{name}.py").write_text(arch.text)

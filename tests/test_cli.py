@@ -66,7 +66,7 @@ def test_validate_exit_codes(capsys, tmp_path):
     code, out, _ = run_cli(["validate", "nuclei_semseg_2d", "denoise_3d_planaria"], capsys)
     assert code == 0 and out.count("valid") == 2
     bad = tmp_path / "rdf.yaml"
-    bad.write_text((Path(__file__).parents[1] / "zoo" / "nuclei_semseg_2d" / "rdf.yaml").read_text()
+    bad.write_text((Path(__file__).parents[1] / "mmv_zoo" / "zoo" / "nuclei_semseg_2d" / "rdf.yaml").read_text()
                    .replace("kind: fnet", "kind: fnett"))
     code, out, _ = run_cli(["validate", str(bad)], capsys)
     assert code == 1 and str(bad) in out and "fnett" in out
@@ -252,7 +252,7 @@ def test_not_a_checkpoint(capsys, data_2d, tmp_path):
 def test_run_folder_named_after_entry_file(capsys, data_2d, tmp_path):
     from mmv_zoo.entry import load_entry
 
-    src = Path(__file__).parents[1] / "zoo" / "nuclei_semseg_2d" / "rdf.yaml"
+    src = Path(__file__).parents[1] / "mmv_zoo" / "zoo" / "nuclei_semseg_2d" / "rdf.yaml"
     mine = tmp_path / "nuclei_v2.yaml"
     mine.write_text(src.read_text())
     assert load_entry(mine).slug == "nuclei_v2"

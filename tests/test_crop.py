@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from torch import fx, nn
 
 from mmv_zoo.nets.factory import build_network
-from mmv_zoo.predict.crop import SLACK, Cropped, _make_plan, _within, cropped_runner
+from mmv_zoo.predict.crop import SLACK, Cropped, cropped_runner, make_plan, within
 from mmv_zoo.predict.fast import cpu_inference
 from mmv_zoo.predict.halo import receptive_radius
 from mmv_zoo.settings.networks import NetworkSettings
@@ -57,7 +57,7 @@ def test_cropped_fnet_3d_computes_the_decoder_only_near_the_kept_part():
     net = network(FNET, 3)
     fast, fmt = cpu_inference(net, 3)
     shape, keep = (1, 1, 16, 64, 64), ((0, 16), (0, 40), (24, 64))
-    plan = _make_plan(fast, shape, keep)
+    plan = make_plan(fast, shape, keep)
     assert plan is not None
     nodes = list(fast.graph.nodes)
     first_conv = next(n for n in nodes if n.op == "call_module")
@@ -65,9 +65,9 @@ def test_cropped_fnet_3d_computes_the_decoder_only_near_the_kept_part():
     radius = receptive_radius(net, 1, [4, 4, 4], [4, 4, 4])
     assert 16 < min(radius) < 24
     field = tuple((max(0, lo - r), min(n, hi + r)) for (lo, hi), r, n in zip(keep, radius, shape[2:], strict=True))
-    assert _within(field, plan.computed[first_conv])  # the encoder sees what the kept part depends on
+    assert within(field, plan.computed[first_conv])  # the encoder sees what the kept part depends on
     near = tuple((max(0, lo - 1 - SLACK), min(n, hi + 1 + SLACK)) for (lo, hi), n in zip(keep, shape[2:], strict=True))
-    assert _within(keep, plan.computed[last_conv]) and _within(plan.computed[last_conv], near)
+    assert within(keep, plan.computed[last_conv]) and within(plan.computed[last_conv], near)
     convs = [n for n in nodes if n.op == "call_module" and "conv" in n.target.lower()]
     assert sum(math.prod(b - a for a, b in plan.computed[n]) for n in convs) < 0.85 * len(convs) * 16 * 64 * 64
     x = torch.randn(*shape).contiguous(memory_format=fmt)
@@ -112,7 +112,7 @@ def test_a_layer_of_unknown_reach_stops_cropping_upstream():
 
     net = fx.symbolic_trace(Net().eval())
     keep = ((10, 20), (30, 40))
-    plan = _make_plan(net, (1, 1, 64, 64), keep)
+    plan = make_plan(net, (1, 1, 64, 64), keep)
     computed = {n.target: plan.computed[n] for n in net.graph.nodes if n.op == "call_module"}
     assert computed["a"] == computed["norm"] == ((0, 64), (0, 64))
     assert computed["b"] == ((9, 21), (29, 41))

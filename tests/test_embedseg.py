@@ -284,32 +284,18 @@ def test_binary_mask_refused_by_the_cli(tmp_path, capsys):
 
 
 def test_exclusion_mask_of_wrong_shape_is_refused(tmp_path):
-    from mmv_zoo.data.pairs import Pair
-
     data = _write_pairs(tmp_path / "data")
     (data / "masks").mkdir()
     bad = data / "masks" / "im0.tif"
     tifffile.imwrite(bad, np.zeros((40, 64), np.uint8))
-    if "exclusion" in Pair.__dataclass_fields__:  # the layout's exclusion folder (data.layout.exclusion)
-        entry = entry_2d(["data.layout.exclusion=masks"])
-        msg = _refused(entry, data, tmp_path / "runs")
-    else:  # pairs built by hand until the layout has the field
-        from mmv_zoo.data.instances import load_instances
-
-        pair = Pair(data / "images" / "im0.tif", data / "labels" / "im0.tif")
-        object.__setattr__(pair, "exclusion", bad)
-        with pytest.raises(DataError) as info:
-            load_instances(pair, entry_2d())
-        msg = str(info.value)
+    entry = entry_2d(["data.layout.exclusion=masks"])
+    msg = _refused(entry, data, tmp_path / "runs")
     assert str(bad) in msg and "exclusion mask of shape (40, 64)" in msg and "(48, 64)" in msg
 
 
 def test_exclusion_folder_trains_and_masks_patches(tmp_path):
     from mmv_zoo.data.instances import InstanceDataModule
-    from mmv_zoo.data.pairs import Pair
 
-    if "exclusion" not in Pair.__dataclass_fields__:
-        pytest.skip("data.layout.exclusion not available yet")
     data = _write_pairs(tmp_path / "data", 3)
     (data / "masks").mkdir()
     mask = np.zeros((48, 64), np.uint8)
@@ -326,7 +312,8 @@ def test_exclusion_folder_trains_and_masks_patches(tmp_path):
 
 
 def test_train_and_predict_write_uint16_labels(tmp_path):
-    from mmv_zoo.predict.engine import Options, predict_files
+    from mmv_zoo.predict.batch import predict_files
+    from mmv_zoo.predict.engine import Options
     from mmv_zoo.training.train import train
 
     data = _write_pairs(tmp_path / "data", 3)

@@ -10,7 +10,8 @@ import tifffile
 from mmv_zoo.errors import DataError
 from mmv_zoo.io.read import read_image
 from mmv_zoo.predict import engine
-from mmv_zoo.predict.engine import Options, predict_files
+from mmv_zoo.predict.batch import predict_files
+from mmv_zoo.predict.engine import Options
 from mmv_zoo.predict.files import Selection
 from mmv_zoo.run import load_model
 
@@ -64,7 +65,7 @@ def test_ome_zarr_output_streams_the_same_values(run_3d, stack_5d, tmp_path):
     assert pytest.approx(0.2) == b.physical_pixel_sizes.Y
 
 
-def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path, monkeypatch):
+def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path):
     """A tile budget far below the frame: many tiles, the same result as one tile (with the halo
     covering the receptive field; the tiny test patch would cap it in z)."""
     from mmv_zoo.predict import halo as receptive_field
@@ -73,13 +74,12 @@ def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path, mon
     _, radius = engine.entry_halo(model.entry, model.inference_model())
     steps = [r.step for r in model.entry.mmv.network.size_rule(3)]
     full = [receptive_field.halo_from_radius(r, s, 10**6) for r, s in zip(radius, steps, strict=True)]
-    monkeypatch.setattr(engine, "entry_halo", lambda e, n: (full, radius))
     path, _ = stack_5d
     sel = Selection(channels=["noisy"], t=(0, 1), format="ome-zarr")
-    (one,) = predict_files(run_3d, [path], tmp_path / "one", selection=sel)
+    (one,) = predict_files(run_3d, [path], tmp_path / "one", selection=sel, options=Options(halo=full))
     tiles = []
     (many,) = predict_files(run_3d, [path], tmp_path / "many", selection=sel,
-                            options=Options(budget=12 * 28 * 32), on_tile=lambda d, n: tiles.append(n))
+                            options=Options(budget=12 * 28 * 32, halo=full), on_tile=lambda d, n: tiles.append(n))
     assert tiles and tiles[-1] > 4
     from bioio import BioImage
 

@@ -13,7 +13,8 @@ import torch
 
 from mmv_zoo.errors import DataError, RunError
 from mmv_zoo.io.read import read_image
-from mmv_zoo.predict.engine import Options, predict_files
+from mmv_zoo.predict.batch import predict_files
+from mmv_zoo.predict.engine import Options
 from mmv_zoo.predict.package_predictor import is_package
 
 

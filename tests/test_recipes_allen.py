@@ -12,7 +12,7 @@ import tifffile
 
 from mmv_zoo.entry import load_entry
 from mmv_zoo.errors import DataError
-from mmv_zoo.recipes.pull import _read_czyx, _write, middle_of_foreground, pull_data
+from mmv_zoo.recipes.pull import middle_of_foreground, pull_data, read_czyx, write_tiff
 from mmv_zoo.settings.recipe import DataRecipe
 from tests.archives_allen import CELLS, LEVEL, ORDERS, SHAPE, fov_id, fov_images, metadata
 
@@ -170,8 +170,8 @@ def test_unlisted_needs_unique_and_ids():
 def test_written_stacks_keep_their_slices(shape, tmp_path):
     """tifffile alone would store 3 or 4 slices as RGB(A) samples of one plane."""
     data = np.arange(np.prod(shape), dtype=np.uint16).reshape(shape)
-    _write(tmp_path / "a.tif", data)
-    np.testing.assert_array_equal(_read_czyx(tmp_path / "a.tif"), data)
+    write_tiff(tmp_path / "a.tif", data)
+    np.testing.assert_array_equal(read_czyx(tmp_path / "a.tif"), data)
 
 
 def test_dot_mask_is_the_segmenters_dot_filter_pipeline():

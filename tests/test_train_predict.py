@@ -50,7 +50,7 @@ def test_training_updates_weights(data_2d, tmp_path):
 
 def test_predict_2d_writes_labels_with_pixel_sizes(run_2d, data_2d, tmp_path):
     from mmv_zoo.io.write import write_ome_tiff
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
 
     src = read_image(sorted((data_2d / "images").iterdir())[0], 2)
     image = tmp_path / "in" / "cells.ome.tiff"
@@ -92,7 +92,7 @@ def test_prediction_equals_model_on_whole_image(run_2d, data_2d, tmp_path):
 
 
 def test_probabilities_option(run_2d, data_2d, tmp_path):
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
 
     image = sorted((data_2d / "images").iterdir())[0]
     out = predict_files(run_2d, [image], tmp_path, probabilities=True)[0].output
@@ -102,7 +102,7 @@ def test_probabilities_option(run_2d, data_2d, tmp_path):
 
 
 def test_train_predict_3d(run_3d, data_3d, tmp_path):
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
 
     model = load_model(run_3d)
     assert model.entry.spatial_dims == 3
@@ -135,7 +135,7 @@ def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
     from mmv_zoo.entry import load_entry
     from mmv_zoo.errors import RunError
     from mmv_zoo.frameworks.fcn import FCN
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
     from mmv_zoo.training.train import train
 
     from .conftest import TINY_2D
@@ -154,7 +154,7 @@ def test_failed_training_leaves_no_complete_run(data_2d, tmp_path, monkeypatch):
         predict_files(folder, [sorted((data_2d / "images").iterdir())[0]], tmp_path / "pred")
 
 
-def test_tiling_does_not_change_the_prediction(run_2d, data_2d, monkeypatch):
+def test_tiling_does_not_change_the_prediction(run_2d, data_2d):
     """Tiles cropped by a halo covering the receptive field give the one-tile result; blended overlap too."""
     from mmv_zoo.predict import engine
     from mmv_zoo.predict import halo as receptive_field
@@ -167,20 +167,20 @@ def test_tiling_does_not_change_the_prediction(run_2d, data_2d, monkeypatch):
     capped_tiles = engine.predict_array(model, x, entry, budget=(2 * 16 + 16) ** 2)
     # the full halo (the field rounded up to half a step), as an entry trained on larger patches gets
     halo = [receptive_field.halo_from_radius(r, 8, 10**6) for r in radius]
-    monkeypatch.setattr(engine, "entry_halo", lambda e, n: (halo, radius))
-    whole = engine.predict_array(model, x, entry)
+    whole = engine.predict_array(model, x, entry, options=engine.Options(halo=halo))
     budget = (2 * max(halo) + 16) ** 2  # tiles with a 16-pixel core: many tiles
-    tiled = engine.predict_array(model, x, entry, budget=budget, batch_size=3)
+    tiled = engine.predict_array(model, x, entry, options=engine.Options(budget=budget, batch_size=3, halo=halo))
     plan = engine.plan_tiles((96, 90), entry.mmv.network.size_rule(2), halo, budget)
     assert len(plan) >= 16
     assert tiled.shape == whole.shape == (2, 96, 90)
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
-    blended = engine.predict_array(model, x, entry, budget=budget, overlap=0.5, blend="gaussian")
+    blended = engine.predict_array(model, x, entry, options=engine.Options(budget=budget, overlap=0.5,
+                                                                           blend="gaussian", halo=halo))
     np.testing.assert_allclose(blended, whole, atol=1e-5)
     np.testing.assert_allclose(blended.sum(0), 1.0, atol=1e-5)  # probabilities stay probabilities
     # test-time flips: each flipped tile computes its kept part flipped (crop.py), the same average
-    flipped_whole = engine.predict_array(model, x, entry, options=engine.Options(tta=True))
-    flipped_tiles = engine.predict_array(model, x, entry, options=engine.Options(tta=True, budget=budget))
+    flipped_whole = engine.predict_array(model, x, entry, options=engine.Options(tta=True, halo=halo))
+    flipped_tiles = engine.predict_array(model, x, entry, options=engine.Options(tta=True, budget=budget, halo=halo))
     assert np.abs(flipped_whole - whole).max() > 1e-4
     np.testing.assert_allclose(flipped_tiles, flipped_whole, atol=1e-5)
     # a capped halo cuts the far (weak) edge of the field: close
@@ -192,7 +192,7 @@ def test_predict_never_replaces_an_input(run_2d, data_2d, tmp_path):
 
     from mmv_zoo.errors import DataError
     from mmv_zoo.io.write import write_ome_tiff
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
 
     src = read_image(sorted((data_2d / "images").iterdir())[0], 2)
     image = write_ome_tiff(tmp_path / "cells.ome.tiff", src.data, None, ["dna"])
@@ -204,7 +204,7 @@ def test_predict_never_replaces_an_input(run_2d, data_2d, tmp_path):
 
 def test_predict_time_lapse_and_tiny_images(run_2d, data_2d, tmp_path):
     from mmv_zoo.io.write import write_ome_tiff
-    from mmv_zoo.predict.engine import predict_files
+    from mmv_zoo.predict.batch import predict_files
 
     src = read_image(sorted((data_2d / "images").iterdir())[0], 2).data
     movie = np.stack([src[:, :40, :48], src[:, 8:48, :48], src[:, 16:56, :48]])[:, :, None]  # T, C, Z, Y, X

@@ -190,3 +190,18 @@ def zoo_readme(zoo: Path = ZOO_DIR) -> str:
         cells = [f"[{r.entry}]({r.entry}/)", r.name, r.task, r.framework, f"`{r.network}`", r.dims, r.weights, r.data]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return README_HEADER + "\n".join(lines) + f"\n\n{len(rows)} entries.\n"
+
+
+def pretrained_note(entry: Entry) -> str | None:
+    """What is known of the sha256 of pretrained weights fetched by URL or DOI without one in the entry
+    (the first pull records it: trust on first use); None when the entry states it or has none."""
+    from ..remote.pretrained import is_doi, recorded_sha256
+
+    pre = entry.mmv.pretrained
+    if pre is None or pre.sha256 is not None or not ("://" in pre.source or is_doi(pre.source)):
+        return None
+    seen = recorded_sha256(pre.source, pre.file)
+    note = (f"recorded on first pull (trust on first use): {seen}" if seen
+            else "not known yet: the first pull records it")
+    what = f"archive (holding {pre.member})" if pre.member else "package"
+    return f"pretrained {what} sha256 {note}"

@@ -11,7 +11,7 @@ import yaml
 
 from ..entry import RDF_NAME, read_entry_yaml, validate_entry_data
 from ..errors import EntryError, OutputError
-from ..run import ENTRY_FILE, open_run
+from ..run import open_run
 
 
 @dataclass
@@ -35,7 +35,7 @@ def publish(run_folder: str | Path, name: str, zoo: Path, sample: Path | None = 
     folder = Path(zoo) / name
     rdf = folder / RDF_NAME
     created = not rdf.exists()
-    data = read_entry_yaml(rdf if rdf.exists() else run.folder / ENTRY_FILE)
+    data = read_entry_yaml(rdf if rdf.exists() else run.entry_path)
     package = folder / "weights" / f"{name}.zip"
     export_package(run.folder, package, sample=sample, formats=formats, overwrite=True)
     digest = sha256_of(package)

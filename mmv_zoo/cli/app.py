@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from ..settings.predict import Options, Selection
 
 app = typer.Typer(
     name="mmv-zoo",
@@ -39,16 +41,20 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
 
 @app.command()
 def validate(
-    paths: Annotated[list[str], typer.Argument(help="Entry names, entry folders or rdf.yaml files.")],
+    paths: Annotated[list[str] | None, typer.Argument(help="Entry names, entry folders or rdf.yaml files.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every entry of the bundled zoo.")] = False,
     set_: SetOption = None,
 ) -> None:
     """Validate zoo entries; prints one line per problem and exits non-zero if any entry is invalid."""
-    from ..entry import load_entry
+    from ..entry import bundled_entries, load_entry
     from ..errors import EntryError
 
+    refs = [*(paths or []), *(bundled_entries() if all_ else [])]
+    if not refs:
+        raise EntryError("validate: give entries (names, folders or rdf.yaml files) or --all for the bundled zoo")
     console, failed = _console(), 0
-    for p in paths:
-        if p.lower().endswith(".md") and Path(p).is_file():  # `validate zoo/*` meets zoo/README.md
+    for p in refs:
+        if p.lower().endswith(".md") and Path(p).is_file():  # `validate my_zoo/*` meets my_zoo/README.md
             console.print(f"[dim]skipped[/dim] {p} (documentation, not an entry)", highlight=False, soft_wrap=True)
             continue
         try:
@@ -106,25 +112,18 @@ def show(
                                                       "metrics, weights) instead of its YAML.")] = False,
 ) -> None:
     """Print an entry with every default filled in (after --set overrides), or its card."""
+    from ..catalog.listing import card as entry_card
+    from ..catalog.listing import pretrained_note
     from ..entry import entry_to_yaml, load_entry
-    from ..remote.pretrained import is_doi
 
     e = load_entry(entry, set_)
     if card:
-        from ..catalog.listing import card as entry_card
-
         sys.stdout.write(entry_card(e))
         return
     sys.stdout.write(f"# {e.source}\n{entry_to_yaml(e)}")
-    pre = e.mmv.pretrained
-    if pre is not None and pre.sha256 is None and ("://" in pre.source or is_doi(pre.source)):
-        from ..remote.pretrained import recorded_sha256
-
-        seen = recorded_sha256(pre.source, pre.file)
-        note = (f"recorded on first pull (trust on first use): {seen}" if seen
-                else "not known yet: the first pull records it")
-        what = f"archive (holding {pre.member})" if pre.member else "package"
-        sys.stdout.write(f"# pretrained {what} sha256 {note}\n")
+    note = pretrained_note(e)
+    if note is not None:
+        sys.stdout.write(f"# {note}\n")
 
 
 @app.command("stain-reference")
@@ -159,7 +158,8 @@ def new(
     entry: Annotated[str, typer.Argument(help="Name of the new entry (its folder): letters, digits, _ and -.")],
     template: Annotated[str, typer.Option("--from", help="The entry to start from: a zoo entry name, folder or "
                                                         "rdf.yaml.")],
-    zoo: Annotated[Path, typer.Option(help="Your zoo folder (entries are <zoo>/<name>/rdf.yaml).")] = Path("zoo"),
+    zoo: Annotated[Path, typer.Option(help="Your zoo folder, entries are <zoo>/<name>/rdf.yaml (default: ./zoo "
+                                           "in the current folder).")] = Path("zoo"),
 ) -> None:
     """Create a new entry from an existing one, to adapt its method to your data by editing YAML: the
     template's rdf.yaml without its trained weights and data (pretrained, recipe, paper, training_data),
@@ -248,6 +248,11 @@ def tune(
                      f"--data {data}", highlight=False, soft_wrap=True)
 
 
+def _help(model: Any, field: str) -> str:
+    """The help of an option: the docstring of the library field it sets (written once)."""
+    return " ".join((model.model_fields[field].description or "").split())
+
+
 @app.command()
 def predict(
     source: Annotated[str, typer.Argument(help="A run folder, a checkpoint (.ckpt), a BioImage.IO package "
@@ -257,53 +262,34 @@ def predict(
                                                       "PNG, OME-Zarr).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (one OME-TIFF or OME-Zarr per input scene).")],
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip them).")] = False,
-    probabilities: Annotated[bool, typer.Option(help="Segmentation: write class probabilities, not labels.")] = False,
-    overlap: Annotated[float, typer.Option(
-        min=0.0, max=0.9, help="Extra blended overlap between tiles, as a fraction of a tile (tiles already "
-        "overlap by the network's receptive field, which makes tiling exact; this only matters for "
-        "networks whose field was capped).")] = 0.0,
-    channels: Annotated[str | None, typer.Option(help="Input channels by index or name, e.g. 0 or 0,2 or dna.")] = None,
-    t: Annotated[str | None, typer.Option("--t", help="Time points START:STOP (or one, e.g. 3); default all.")] = None,
-    z: Annotated[str | None, typer.Option("--z", help="Z planes START:STOP (or one); default all.")] = None,
-    scene: Annotated[str | None, typer.Option(help="Scenes by index or id, comma-separated; default all "
-                                                   "(one output per scene).")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="auto (OME-Zarr above 2 GiB of output, else "
-                                                                "OME-TIFF), ome-tiff or ome-zarr.")] = "auto",
-    tta: Annotated[bool, typer.Option(help="Test-time augmentation: average over flips of the space axes.")] = False,
-    threshold: Annotated[float | None, typer.Option(help="Segmentation: foreground where its probability >= "
-                                                         "this; regression: a 0/1 mask of output >= this.")] = None,
+    probabilities: Annotated[bool, typer.Option(help=_help(Options, "probabilities"))] = False,
+    overlap: Annotated[float, typer.Option(min=0.0, max=0.9, help=_help(Options, "overlap"))] = 0.0,
+    channels: Annotated[str | None, typer.Option(help=_help(Selection, "channels"))] = None,
+    t: Annotated[str | None, typer.Option("--t", help=_help(Selection, "t"))] = None,
+    z: Annotated[str | None, typer.Option("--z", help=_help(Selection, "z"))] = None,
+    scene: Annotated[str | None, typer.Option(help=_help(Selection, "scenes"))] = None,
+    output_format: Annotated[str, typer.Option("--format", help=_help(Selection, "format"))] = "auto",
+    tta: Annotated[bool, typer.Option(help=_help(Options, "tta"))] = False,
+    threshold: Annotated[float | None, typer.Option(help=_help(Options, "threshold"))] = None,
     trust_code: Annotated[bool, typer.Option(help="Packages: allow pytorch_state_dict weights, which run the "
                                                   "package's own Python code.")] = False,
     weights: Annotated[str | None, typer.Option(help="Packages: weight format to use (torchscript, onnx, "
                                                      "pytorch_state_dict); default: the first that passes "
                                                      "the package's own test.")] = None,
-    border: Annotated[str | None, typer.Option(help="What tiles see past the image border: image (nothing: "
-                                                    "the result equals one pass of the network over the "
-                                                    "image; default for runs) or mirror (the image mirrored "
-                                                    "by the halo, as bioimageio.core predicts; default for "
-                                                    "packages and entries).")] = None,
-    direction: Annotated[str | None, typer.Option(help="CycleGAN runs: a2b (the entry's inputs to its outputs; "
-                                                       "default) or b2a.")] = None,
+    border: Annotated[str | None, typer.Option(help=_help(Options, "border"))] = None,
+    direction: Annotated[str | None, typer.Option(help=_help(Options, "direction"))] = None,
+    halo: Annotated[str | None, typer.Option(help=_help(Options, "halo") + " Comma-separated, e.g. 8,32,32.")] = None,
     devices: Annotated[int, typer.Option(min=1, help="Processes per node (GPUs, or CPU processes) that share "
                                                      "the files, through Lightning.")] = 1,
     num_nodes: Annotated[int, typer.Option(min=1, help="Nodes (e.g. under SLURM), through Lightning.")] = 1,
 ) -> None:
     """Predict images (2D-5D: scenes, time points, channels, z) with a run, a BioImage.IO package or a
     zoo entry with weights; outputs keep the inputs' pixel sizes, channel names and time steps."""
-    from ..errors import DataError
-    from ..predict.engine import Options, predict_files
-    from ..predict.files import Selection
+    from ..predict.batch import predict_files
 
-    chans = [int(c) if c.strip().isdigit() else c.strip() for c in channels.split(",")] if channels else None
-    selection = Selection(channels=chans, t=_range_option("--t", t), z=_range_option("--z", z),
-                          scenes=[int(s) if s.isdigit() else s for s in scene.split(",")] if scene else None,
-                          format=output_format)
-    if output_format not in ("auto", "ome-tiff", "ome-zarr"):
-        raise DataError(f"--format {output_format!r}: choose auto, ome-tiff or ome-zarr")
-    if border not in (None, "image", "mirror"):
-        raise DataError(f"--border {border!r}: choose image or mirror")
-    options = Options(probabilities=probabilities, overlap=overlap, tta=tta, threshold=threshold,
-                      direction=direction, border=border)
+    selection = Selection.parse(channels=channels, t=t, z=z, scenes=scene, format=output_format)
+    options = Options.checked(probabilities=probabilities, overlap=overlap, tta=tta, threshold=threshold,
+                              direction=direction, border=border, halo=_ints("--halo", halo))
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -325,18 +311,15 @@ def predict(
                   highlight=False)
 
 
-def _range_option(name: str, value: str | None) -> tuple[int, int] | None:
+def _ints(name: str, value: str | None) -> list[int] | None:
     from ..errors import DataError
 
     if value is None:
         return None
     try:
-        if ":" in value:
-            a, b = value.split(":", 1)
-            return int(a), int(b)
-        return int(value), int(value) + 1
+        return [int(v) for v in value.split(",")]
     except ValueError:
-        raise DataError(f"{name} {value!r}: expected START:STOP or one index, e.g. 0:5 or 3") from None
+        raise DataError(f"{name} {value!r}: expected whole numbers separated by commas, e.g. 8,32,32") from None
 
 
 @app.command()
@@ -436,14 +419,9 @@ def pull(
                                                     "e.g. models/denoising/planaria.ckpt.")] = None,
 ) -> None:
     """Download (or find in the cache) pretrained weights and verify their sha256."""
-    from ..entry import load_entry
-    from ..remote.pretrained import entry_package, is_doi, pull_source
+    from ..predict.sources import pull_weights
 
-    path = Path(source)
-    if "://" in source or is_doi(source) or (path.is_file() and path.suffix.lower() not in (".yaml", ".yml")):
-        got = pull_source(source, sha256, file=file, member=member)  # a package by URL, DOI or path
-    else:
-        got = entry_package(load_entry(source))
+    got = pull_weights(source, sha256, file=file, member=member)
     how = ("sha256 recorded on first use (trust on first use: check it against the publisher's)"
            if got.trusted_on_first_use else "sha256 verified" if got.checked
            else "sha256 (nothing to check it against: pass --sha256)")
@@ -462,7 +440,8 @@ def pull(
 def publish(
     run: Annotated[str, typer.Argument(help="A trained run folder.")],
     entry: Annotated[str, typer.Option("--entry", help="Name of the zoo entry to create or update.")],
-    zoo: Annotated[Path, typer.Option(help="Your zoo folder (entries are <zoo>/<name>/rdf.yaml).")] = Path("zoo"),
+    zoo: Annotated[Path, typer.Option(help="Your zoo folder, entries are <zoo>/<name>/rdf.yaml (default: ./zoo "
+                                           "in the current folder).")] = Path("zoo"),
     sample: Annotated[Path | None, typer.Option(help="Image for the package's test tensors and cover.")] = None,
 ) -> None:
     """Export a run into a zoo entry: its tested package, sha256 and metrics, ready for predict and pull."""
@@ -510,20 +489,16 @@ def test_package(
     """Run bioimageio.core's checks on a package, every weight format; exit 1 if any fails."""
     from rich.table import Table
 
-    from ..predict.package_predictor import CODE_FORMATS, SAFE_FORMATS, load_package, package_digest, test_formats
+    from ..predict.package_predictor import package_tests
 
-    descr = load_package(package)
-    present = [f for f in (*SAFE_FORMATS, *CODE_FORMATS) if getattr(descr.weights, f, None) is not None]
-    runnable = [f for f in present if trust_code or f not in CODE_FORMATS]
-    results = test_formats(descr, runnable, package_digest(package), stop_early=False, use_cache=False)
-    table = Table(title=f"{descr.name} ({package})")
+    tested = package_tests(package, trust_code=trust_code)
+    table = Table(title=f"{tested.name} ({package})")
     table.add_column("weights")
     table.add_column("bioimageio.core test_model")
-    for fmt in present:
-        status = results.get(fmt, "not run (needs --trust-code)")
+    for fmt, status in tested.results.items():
         table.add_row(fmt, "[green]passed[/green]" if status == "passed" else f"[red]{status}[/red]")
     _console().print(table)
-    if any(v != "passed" for v in results.values()) or not results:
+    if not tested.passed:
         raise typer.Exit(1)
 
 

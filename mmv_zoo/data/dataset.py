@@ -126,7 +126,7 @@ class PatchDataset(Dataset):
         self.partial = partial
         self.foreground_fraction = foreground_fraction
         self.exclusion = exclusion if exclusion is not None else any(
-            getattr(p, "exclusion", None) is not None for p in self.items)
+            p.exclusion is not None for p in self.items)
         self._loaded: dict[int, LoadedPair] = {}
         self._points: dict[int, np.ndarray] = {}
         self.epoch = 0

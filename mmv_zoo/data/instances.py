@@ -79,7 +79,7 @@ def load_instances(pair: Pair, entry: Any) -> LoadedInstances:
     labels = _integer_labels(np.asarray(tgt), pair.target)
     check_instance_labels(labels, pair.target)
     exclusion = np.zeros(labels.shape, np.uint8)
-    excl_path = getattr(pair, "exclusion", None)
+    excl_path = pair.exclusion
     if excl_path is not None:
         excl = np.asarray(read_image(Path(excl_path), dims).data)
         if excl.shape[0] != 1 or excl.shape[1:] != labels.shape[1:]:

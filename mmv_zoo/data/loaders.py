@@ -40,13 +40,31 @@ class ResumableLoader(DataLoader):
 
 
 class PatchDataModule(pl.LightningDataModule):
-    """Subclasses fill `train_set` and `val_set` (datasets with `set_epoch`) in `prepare()`."""
+    """What training asks of a framework's data module (its spec's `data_module`, built as
+    `Class(entry, data_folder)`): `prepare()` finds, reads and checks every file before the run
+    folder exists and fills `train_set` and `val_set` (datasets with `set_epoch`); `train_files` and
+    `val_files` name what each holds and `skipped_files` what was left out (all recorded in run.json)."""
 
     entry: Any
     train_set: Any = None
     val_set: Any = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped_files: list[str] = []
+        """`path: reason` of the input files left out (data.on_bad_file: skip)."""
+
     def prepare(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def train_files(self) -> list[str]:
+        """Names of the training images or pairs."""
+        raise NotImplementedError
+
+    @property
+    def val_files(self) -> list[str]:
+        """Names of the validation images or pairs."""
         raise NotImplementedError
 
     @property

@@ -40,7 +40,6 @@ class PairedDataModule(PatchDataModule):
         self.val_pairs: list[Pair] = []
         self.train_set: PatchDataset | None = None
         self.val_set: PatchDataset | None = None
-        self.skipped_files: list[str] = []
 
     @property
     def train_files(self) -> list[str]:
@@ -64,13 +63,9 @@ class PairedDataModule(PatchDataModule):
 
 
 def data_module(entry: Any, root: Path) -> pl.LightningDataModule:
-    """The data module the entry's layout needs: unpaired folders or pairs (instance labels for task instance)."""
-    if entry.mmv.task == "instance":
-        from .instances import InstanceDataModule
+    """The data module the entry's framework trains from (its spec's `data_module`): pairs, unpaired
+    folders (CycleGAN) or instance labels (EmbedSeg)."""
+    from ..registry import resolve
+    from ..settings.framework import framework_spec
 
-        return InstanceDataModule(entry, root)
-    if entry.mmv.data.layout.layout == "unpaired_folders":
-        from .unpaired import UnpairedDataModule
-
-        return UnpairedDataModule(entry, root)
-    return PairedDataModule(entry, root)
+    return resolve(framework_spec(entry.mmv.framework).data_module)(entry, root)

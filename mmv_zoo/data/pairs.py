@@ -55,7 +55,7 @@ def paired_folders(root: Path, layout: Any) -> list[Pair]:
             parts.append(f"no source in {src_dir} for: {', '.join(targets[k].name for k in unmatched_tgt)}")
         raise DataError(f"{root}: unmatched files ({'; '.join(parts)})")
     masks: dict[str, Path] = {}
-    if getattr(layout, "exclusion", None):
+    if layout.exclusion:
         mask_dir = root / layout.exclusion
         masks = {k: p for p in _images(mask_dir) if (k := _strip(image_stem(p), layout.source_suffix)) is not None}
         stray = sorted(set(masks) - set(sources))
@@ -74,7 +74,7 @@ def csv_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
         reader = csv.DictReader(f)
         rows = list(reader)
         columns = reader.fieldnames or []
-    exclusion = getattr(layout, "exclusion_column", None)
+    exclusion = layout.exclusion_column
     needed = [layout.source_column, layout.target_column] + [c for c in (layout.split_column, exclusion) if c]
     missing = [c for c in needed if c not in columns]
     if missing:

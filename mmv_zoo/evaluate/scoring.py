@@ -13,7 +13,6 @@ segmentation, objects for instances), which an image with nothing in it cannot s
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,7 +23,7 @@ import numpy as np
 
 from .. import metrics
 from ..data.pairs import Pair, find_pairs, split_pairs
-from ..errors import DataError, RunError
+from ..errors import DataError
 from ..io.read import image_stem, is_image, read_image
 from ..io.write import check_writable, make_folder, temporary_path
 from ..settings.data import DataSettings, PairedFolders
@@ -78,14 +77,6 @@ class Evaluation:
 
 # ---- what the model says
 
-def _run_info(path: Path) -> dict[str, Any]:
-    folder = path.parent.parent if path.suffix == ".ckpt" else path
-    try:
-        return json.loads((folder / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _from_entry(entry: Any, name: str, val_files: list[str] | None) -> Scoring:
     mmv = entry.mmv
     return Scoring(task=mmv.task, name=name, spatial_dims=entry.spatial_dims,
@@ -95,7 +86,7 @@ def _from_entry(entry: Any, name: str, val_files: list[str] | None) -> Scoring:
 
 def _from_package(descr: Any, name: str) -> Scoring:
     """Our packages carry the entry's settings in config.mmv_zoo; anyone's else only axes."""
-    own = (getattr(descr.config, "model_extra", None) or {}).get("mmv_zoo") or {}
+    own = (descr.config.model_extra or {}).get("mmv_zoo") or {}
     space = [a for a in descr.inputs[0].axes if a.type == "space"]
     chan = next((a for a in descr.outputs[0].axes if a.type == "channel"), None)
     spec = Scoring(task=own.get("task"), name=name, spatial_dims=len(space),
@@ -119,26 +110,21 @@ def _source_name(source: str | Path) -> str:
 def describe(source: str | Path) -> Scoring:
     """The scoring settings of SOURCE (a run, checkpoint, package or zoo entry), from its entry or
     package description: no network is loaded (except for a checkpoint outside its run folder)."""
-    from ..entry import EntryError, load_entry
-    from ..predict.package_predictor import is_package, load_package
-    from ..run import load_model, looks_like_run, open_run
+    from ..predict.package_predictor import load_package
+    from ..predict.sources import resolve_source
+    from ..run import load_model
 
-    path, name = Path(source), _source_name(source)
-    if is_package(path):
+    src, name = resolve_source(source), _source_name(source)
+    if src.kind == "package":
         return _from_package(load_package(source), name)
-    if looks_like_run(path):
-        folder = path.parent.parent if path.suffix == ".ckpt" else path
-        if path.suffix == ".ckpt" and not (folder / "rdf.yaml").is_file():
-            return _from_entry(load_model(path).entry, name, None)  # the entry stored in the checkpoint
-        run, entry = open_run(folder), load_entry(folder / "rdf.yaml")
-        name = f"{entry.slug}/{folder.name}" if path.suffix != ".ckpt" else f"{entry.slug}/{folder.name}-{name}"
-        return _from_entry(entry, name, run.info.get("val_files"))
-    try:
-        return _from_entry(load_entry(source), name, None)
-    except EntryError:
-        if path.exists():
-            raise
-        raise RunError(f"{source}: not a run folder, checkpoint, BioImage.IO package or zoo entry") from None
+    if src.kind == "entry":
+        return _from_entry(src.entry, name, None)
+    run = src.run
+    if run is None or not run.entry_path.is_file():
+        return _from_entry(load_model(src.path).entry, name, None)  # the entry stored in the checkpoint
+    info, entry = run.info, run.entry()
+    name = f"{entry.slug}/{run.folder.name}" + (f"-{name}" if src.kind == "checkpoint" else "")
+    return _from_entry(entry, name, info.get("val_files"))
 
 
 # ---- which pairs
@@ -148,8 +134,9 @@ def _layout(spec: Scoring) -> Any:
     if layout.layout == "unpaired_folders":  # CycleGAN: scored on paired test data in the same folder names
         return PairedFolders(layout="paired_folders", source=layout.source, target=layout.target)
     # exclusion masks only take pixels out of the training loss: scores use every pixel, need no masks
-    drop = {k: None for k in ("exclusion", "exclusion_column") if getattr(layout, k, None) is not None}
-    return layout.model_copy(update=drop) if drop else layout
+    if not layout.has_exclusion:
+        return layout
+    return layout.model_copy(update={"exclusion" if layout.layout == "paired_folders" else "exclusion_column": None})
 
 
 def eval_pairs(root: Path, spec: Scoring, split: str = "all") -> list[Pair]:
@@ -347,7 +334,7 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
     check_writable(out)
     notes: list[str] = []
     if predictions is None:
-        from ..predict.engine import open_predictor
+        from ..predict.sources import open_predictor
 
         pred_dir = out / "predictions"
         pred_for = _predict_all(open_predictor(source, trust_code=trust_code), pairs, pred_dir)

@@ -90,7 +90,7 @@ def architecture(entry: Entry, model: nn.Module | None = None) -> Architecture:
     from .fx_source import NotTraceable, standalone_source
 
     try:
-        text = standalone_source(_inference_model(entry, model), _examples(entry), CALLABLE,
+        text = standalone_source(export_model(entry, model), example_inputs(entry), CALLABLE,
                                  title=f"Architecture of an mmv_zoo export: {target} ({entry.spatial_dims}D) "
                                        "as plain torch.")
         return Architecture(text, CALLABLE, {},
@@ -117,7 +117,9 @@ def _wrapper_kwargs(entry: Entry, network_kwargs: dict[str, Any], target: str) -
     return {"network_kwargs": _yaml_safe(network_kwargs, target), "softmax": entry.mmv.task == "segmentation"}
 
 
-def _inference_model(entry: Entry, model: nn.Module | None) -> nn.Module:
+def export_model(entry: Entry, model: nn.Module | None) -> nn.Module:
+    """The module the standalone architecture rebuilds: `model` (a trained inference model), or the
+    entry's network with its final activation, freshly built."""
     if model is not None:
         return model
     from ..frameworks.fcn import InferenceModel
@@ -127,7 +129,7 @@ def _inference_model(entry: Entry, model: nn.Module | None) -> nn.Module:
     return InferenceModel(net, softmax=entry.mmv.task == "segmentation")
 
 
-def _examples(entry: Entry) -> list[Tensor]:
+def example_inputs(entry: Entry) -> list[Tensor]:
     """Three valid random inputs: batch 1, batch 2 at another size on every variable axis, batch 1 again.
 
     Sizes start one step above the network's minimum (the deepest level of a U-Net then has more than

@@ -8,7 +8,6 @@ every weight format; only then is the zip written, under a temporary name rename
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -92,8 +91,13 @@ def export_package(
         raise ExportError(f"{out}: exists already (pass --overwrite to replace it)")
     check_writable(out.parent)
     try:
-        from ..run import load_model
+        from ..predict.sources import resolve_source
+        from ..run import RunFolder, load_model
 
+        src = resolve_source(source)
+        if src.kind not in ("run", "checkpoint"):
+            what = "a BioImage.IO package" if src.kind == "package" else "a zoo entry"
+            raise ExportError(f"{source}: is {what}; export takes a trained run folder or checkpoint (.ckpt)")
         model = load_model(source, direction=direction)
     except ExportError:
         raise
@@ -101,7 +105,8 @@ def export_package(
         raise ExportError(str(e)) from None
     entry = model.entry
     check_exportable(entry.mmv.data.normalization.source)  # before any work: no package for macenko
-    info = _run_info(Path(source))
+    run = RunFolder.of(source)
+    info = run.read_info() if run is not None else None
     sizes = export_sizes(entry, model.inference_model())
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)
     raw = load_crop(sample_path, entry, sizes)
@@ -130,18 +135,6 @@ def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
         except ImportError:
             raise ExportError("formats: onnx needs onnx and onnxruntime (pip install 'mmv_zoo[onnx]')") from None
     return chosen
-
-
-def _run_info(source: Path) -> dict[str, Any] | None:
-    """run.json of the run folder `source`, or of the run holding the checkpoint `source`."""
-    from ..run import RUN_FILE
-
-    for folder in (source, source.parent, source.parent.parent) if source.is_file() else (source,):
-        path = folder / RUN_FILE
-        if path.is_file():
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                return json.loads(path.read_text())
-    return None
 
 
 def _write_zip(descr: Any, out: Path) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from ..nets.patchgan import PatchGAN
+from .base import Framework
 from .losses import build_loss
 from .optim import build_optimizer, build_scheduler
 
@@ -145,7 +145,7 @@ def write_sample_grid(path: Path, rows: Sequence[Sequence[np.ndarray]], titles: 
 # ---------------------------------------------------------------- the shared LightningModule
 
 
-class GANModule(pl.LightningModule):
+class GANModule(Framework):
     """Base of the GAN frameworks: manual optimization with a generator and a discriminator optimizer.
 
     Subclasses set `generators` and `discriminators` (lists of modules) and implement `generate`,
@@ -155,20 +155,12 @@ class GANModule(pl.LightningModule):
     generator's terms; every `sample_every` epochs writes `samples/epoch_NNNN.png` into the run folder.
     """
 
-    framework = ""
     metric_name = "val_metric"
     sample_titles: tuple[str, ...] = ("input", "output", "target")
     sample_note = ""
 
     def __init__(self, entry: dict[str, Any], slug: str | None = None, stored: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        from ..entry import Entry
-
-        self.save_hyperparameters({"entry": entry, "slug": slug, **(stored or {})})
-        self.entry = Entry.model_validate(entry)
-        self.slug = slug or self.entry.slug
-        self.automatic_optimization = False
-        self.settings = getattr(self.entry.mmv, self.framework)
+        super().__init__(entry, slug, stored)
         self.adversarial = AdversarialLoss(self.settings.adversarial)
         self.loss_fn = build_loss(self.entry.mmv.loss)
         self.generators: list[nn.Module] = []

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from ..nets.factory import build_network
+from ..settings.gan import CYCLEGAN
 from .adversarial import GANModule, ImagePool, LossParts, build_discriminator
+from .base import Framework
 from .fcn import InferenceModel, pearson
 
-DIRECTIONS = ("a2b", "b2a")
+DIRECTIONS = CYCLEGAN.directions
 
 
 class CycleGAN(GANModule):
@@ -26,7 +28,6 @@ class CycleGAN(GANModule):
     `disc_a` and `disc_b`. Validation: `val_loss` is the cycle loss, `val_metric` the Pearson
     correlation of each image with its cycled-back version."""
 
-    framework = "cyclegan"
     metric_name = "val cycle Pearson r"
     sample_titles = ("input", "translated", "cycled back")
     sample_note = " (rows: a -> b, then b -> a)"
@@ -54,6 +55,10 @@ class CycleGAN(GANModule):
     def inference_model(self, direction: str = "a2b") -> InferenceModel:
         """The generator of one direction: a2b (the entry's inputs -> outputs) or b2a."""
         return InferenceModel(self.generator_for(direction), softmax=False)
+
+    def network(self) -> nn.Module:
+        """The generator of the entry's direction (a2b: its inputs -> its outputs)."""
+        return self.a2b
 
     def for_direction(self, direction: str) -> DirectedModel:
         """The model of one direction as prediction and export take it (`entry`, `inference_model()`)."""
@@ -95,21 +100,24 @@ class CycleGAN(GANModule):
         return loss, metric, [[a, fake_b, rec_a], [b, fake_a, rec_b]]
 
 
-class DirectedModel(nn.Module):
+class DirectedModel(Framework):
     """One direction of a CycleGAN: its generator, and an `entry` whose inputs are that direction's."""
 
     def __init__(self, model: CycleGAN, direction: str) -> None:
-        super().__init__()
+        directed = directed_entry(model.entry, direction)
+        super().__init__(directed.model_dump(mode="json"), slug=f"{model.slug}_{direction}")
+        self.entry = directed
         self.generator = model.generator_for(direction)
         self.direction = direction
-        self.entry = directed_entry(model.entry, direction)
-        self.slug = f"{model.slug}_{direction}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
 
     def inference_model(self) -> InferenceModel:
         return InferenceModel(self.generator, softmax=False)
+
+    def network(self) -> nn.Module:
+        return self.generator
 
 
 def directed_entry(entry: Any, direction: str) -> Any:

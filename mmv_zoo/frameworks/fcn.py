@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from ..nets.factory import build_network
+from .base import Framework
 from .losses import build_loss
-from .optim import build_optimizer, build_scheduler
 
 
 class InferenceModel(nn.Module):
@@ -45,16 +44,11 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum() / (a.norm() * b.norm() + 1e-8)
 
 
-class FCN(pl.LightningModule):
+class FCN(Framework):
     """Network + loss; logs `train_loss`, `val_loss` and `val_metric` (foreground Dice or Pearson)."""
 
     def __init__(self, entry: dict[str, Any], slug: str | None = None) -> None:
-        super().__init__()
-        from ..entry import Entry
-
-        self.save_hyperparameters({"entry": entry, "slug": slug})
-        self.entry = Entry.model_validate(entry)
-        self.slug = slug or self.entry.slug
+        super().__init__(entry, slug)
         mmv = self.entry.mmv
         self.segmentation = mmv.task == "segmentation"
         self.net = build_network(mmv.network, self.entry.spatial_dims, self.entry.in_channels,
@@ -66,6 +60,9 @@ class FCN(pl.LightningModule):
 
     def inference_model(self) -> InferenceModel:
         return InferenceModel(self.net, softmax=self.segmentation)
+
+    def network(self) -> nn.Module:
+        return self.net
 
     def compute_loss(self, out: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """The entry's loss; `keep` (B, 1, ...; 0 where an exclusion mask takes a pixel out) weights it."""
@@ -94,9 +91,3 @@ class FCN(pl.LightningModule):
         metric = foreground_dice(out, y, self.entry.out_channels) if self.segmentation else pearson(out, y)
         self.log("val_loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         self.log("val_metric", metric, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
-
-    def configure_optimizers(self) -> Any:
-        t = self.entry.mmv.training
-        opt = build_optimizer(t.optimizer, self.parameters())
-        sched = build_scheduler(t.scheduler, opt, t.max_epochs)
-        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

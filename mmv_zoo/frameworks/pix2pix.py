@@ -26,7 +26,6 @@ INIT_FIELD = "config.mmv_zoo.pix2pix.init_from"
 class Pix2Pix(GANModule):
     """Generator = the entry's network; discriminator = PatchGAN on (input, output) pairs."""
 
-    framework = "pix2pix"
     metric_name = "val Pearson r"
 
     def __init__(self, entry: dict[str, Any], slug: str | None = None) -> None:
@@ -52,6 +51,9 @@ class Pix2Pix(GANModule):
 
     def inference_model(self) -> InferenceModel:
         return InferenceModel(self.generator, softmax=False)
+
+    def network(self) -> nn.Module:
+        return self.generator
 
     def _judge(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.discriminator(torch.cat([x, y], 1) if self.settings.conditional else y)
@@ -102,8 +104,7 @@ def load_generator(generator: nn.Module, source: str | Path, entry: Any) -> None
                  for k in sorted(set(mine.kwargs) | set(other.kwargs)) if mine.kwargs.get(k) != other.kwargs.get(k)]
         raise EntryError(f"{INIT_FIELD}: {source} trained a different {entry.mmv.network.kind} network: "
                          f"{'; '.join(diffs)}; the generator must match it")
-    net = trained.inference_model()
-    net = getattr(net, "net", net)
+    net = trained.network()
     try:
         generator.load_state_dict(net.state_dict(), strict=True)
     except RuntimeError as e:

@@ -76,7 +76,7 @@ class Cropped:
 
     def __init__(self, net: nn.Module, weak: bool = False) -> None:
         self._net = weakref.ref(net) if weak else (lambda: net)  # weak: the runner is cached under `net`
-        self._plans: dict[tuple[tuple[int, ...], Region], _Plan | None] = {}
+        self._plans: dict[tuple[tuple[int, ...], Region], Plan | None] = {}
 
     def __call__(self, x: torch.Tensor, keep: Region) -> torch.Tensor:
         net = self._net()
@@ -86,17 +86,17 @@ class Cropped:
         if key not in self._plans:
             if len(self._plans) >= 256:  # images of ever new sizes: forget the oldest plans
                 self._plans.pop(next(iter(self._plans)))
-            self._plans[key] = _make_plan(net, tuple(x.shape), tuple(keep))
+            self._plans[key] = make_plan(net, tuple(x.shape), tuple(keep))
         plan = self._plans[key]
         if plan is None:
             return _slice(net(x), keep, None)
         return _Runner(net, plan).run(x)
 
 
-class _Plan:
+class Plan:
     def __init__(self, extents: dict[fx.Node, Region], reads: dict[tuple[fx.Node, fx.Node], Region]) -> None:
         self.computed = extents
-        """node -> the region its output tensor covers (correct on a part of it, see _make_plan)."""
+        """node -> the region its output tensor covers (correct on a part of it, see make_plan)."""
         self.reads = reads
         """(consumer, producer) -> the region of the producer's output the consumer is given."""
 
@@ -111,7 +111,7 @@ every voxel left there becomes two after upsampling. Measured on fnet 3D, a 64x5
 cutting at every skip connection, gave 0-3%."""
 
 
-def _make_plan(net: fx.GraphModule, shape: tuple[int, ...], keep: Region) -> _Plan | None:
+def make_plan(net: fx.GraphModule, shape: tuple[int, ...], keep: Region) -> Plan | None:
     """The regions each layer reads and computes so that the output is correct on `keep`, or None.
 
     Backwards from `keep`, each layer's `need`: the region of its output its consumers need. Then
@@ -166,14 +166,14 @@ def _make_plan(net: fx.GraphModule, shape: tuple[int, ...], keep: Region) -> _Pl
         slack = [max(3.0, SLACK * (n / m) ** 2) for n, m in zip(shapes[inputs[0]][2:], shape[2:], strict=True)]
         read = _worth_cutting(kind, read, want, slack)
         seen = _intersect([valid[a] for a in inputs] + [read])
-        if not _within(want, seen):
+        if not within(want, seen):
             return None
         reads.update({(node, a): read for a in inputs})
         extent[node], valid[node] = _output_regions(kind, read, seen, shapes[inputs[0]])
-    if not _within(keep, valid[result]):
+    if not within(keep, valid[result]):
         return None
     reads[output, result] = keep
-    return _Plan(extent, reads)
+    return Plan(extent, reads)
 
 
 def _worth_cutting(kind: Kind, read: Region, want: Region, slack: Sequence[float]) -> Region:
@@ -227,7 +227,8 @@ def _intersect(regions: list[Region]) -> Region:
     return tuple((max(r[0] for r in axis), min(r[1] for r in axis)) for axis in zip(*regions, strict=True))
 
 
-def _within(a: Region, b: Region) -> bool:
+def within(a: Region, b: Region) -> bool:
+    """Whether region `a` lies inside region `b` (every axis)."""
     return all(b[0] <= x[0] and x[1] <= b[1] for x, b in zip(a, b, strict=True))
 
 
@@ -337,7 +338,7 @@ def _slice(t: torch.Tensor, want: Region, have: Region | None) -> torch.Tensor:
 class _Runner(fx.Interpreter):
     """Runs the graph giving each node the slices of its inputs the plan says."""
 
-    def __init__(self, net: fx.GraphModule, plan: _Plan) -> None:
+    def __init__(self, net: fx.GraphModule, plan: Plan) -> None:
         super().__init__(net)
         self.plan = plan
 

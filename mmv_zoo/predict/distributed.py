@@ -19,7 +19,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .files import Prediction
+from ..errors import DataError, DownloadError, EntryError, MmvZooError, OutputError, RunError
+from ..training.train import quiet_lightning
+from .files import Prediction, predict_file
+from .sources import open_predictor
+
+_ERRORS = {e.__name__: e for e in (DataError, DownloadError, EntryError, OutputError, RunError)}
+"""A worker's one-line error, raised again in the main process as the same kind."""
 
 
 class _Shard(Sampler[int]):
@@ -56,17 +62,12 @@ class FilePrediction(pl.LightningModule):
         self.errors: list[dict[str, Any]] = []
 
     def on_predict_start(self) -> None:
-        from .engine import open_predictor
-
         a = self.args
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.trainer.world_size)))
         self.predictor = open_predictor(a["source"], trust_code=a["trust_code"], weight_format=a["weight_format"],
                                         options=a["options"])
 
     def predict_step(self, batch: Any, batch_idx: int) -> None:
-        from ..errors import MmvZooError
-        from .files import predict_file
-
         a = self.args
         for i in batch.tolist():
             try:
@@ -86,8 +87,6 @@ def predict_distributed(source: str | Path, paths: list[Path], out: Path, option
                         overwrite: bool, trust_code: bool, weight_format: str | None, devices: int,
                         num_nodes: int = 1) -> list[Prediction]:
     """Predict `paths` on `devices` processes per node (and `num_nodes` nodes); results in input order."""
-    from ..training.train import quiet_lightning
-
     quiet_lightning()
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_predict_") as manifest:
         module = FilePrediction(str(source), [str(p) for p in paths], str(out), options, selection, overwrite,
@@ -105,10 +104,8 @@ def predict_distributed(source: str | Path, paths: list[Path], out: Path, option
             rows += got["done"]
             errors += got["errors"]
     if errors:
-        from .. import errors as errs
-
         first = min(errors, key=lambda e: e["index"])
-        raise getattr(errs, first["kind"], errs.DataError)(first["message"])
+        raise _ERRORS.get(first["kind"], DataError)(first["message"])
     rows.sort(key=lambda r: (r.pop("index"), r["scene"] or ""))
     return [Prediction(**{**r, "input": Path(r["input"]), "output": Path(r["output"]) if r["output"] else None})
             for r in rows]

@@ -1,46 +1,30 @@
-"""Prediction of 2D and 3D images (time-lapses frame by frame) with runs, packages and zoo entries,
-tiled by `tiler` and written as OME-TIFF."""
+"""Prediction of 2D and 3D images with trained runs and zoo entries: the network tiled by `tiler`,
+each tile cropped by the measured receptive-field halo, then the framework's post-processing.
+
+`predict_array` runs a trained framework on one (C, [Z], Y, X) image or lazy source; `RunPredictor`
+(streams tile by tile) and `EntryPredictor` (a zoo entry's pretrained package) are the predictors
+that file prediction (`files`, `batch`) drives; `sources.open_predictor` picks one for a source.
+"""
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
-from ..io.read import image_stem, is_image
-from ..io.write import check_writable
+from ..frameworks.base import task_postprocess
+from ..settings.predict import Options
 from ..transforms.normalize import normalizer
-from .files import Prediction, Selection, predict_file
 from .halo import entry_halo
 from .memory import probe_size, voxel_budget
+from .package_predictor import PackagePredictor
+from .predictor import Predictor
 from .tiler import plan_tiles, predict_tiled
 
-
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files, folders (their images) and glob patterns -> image paths; errors name what matched nothing."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir() and not str(p).lower().endswith(".zarr"):
-            found = sorted(q for q in p.iterdir() if is_image(q))
-            if not found:
-                raise DataError(f"{p}: folder has no images")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        elif any(c in str(item) for c in "*?["):
-            found = sorted(Path(q) for q in glob.glob(str(item)) if is_image(Path(q)))
-            if not found:
-                raise DataError(f"{item}: pattern matches no images")
-            paths += found
-        else:
-            raise DataError(f"{p}: no such file or folder")
-    return paths
+__all__ = ["EntryPredictor", "Options", "RunPredictor", "flip_average", "pick_device", "postprocess",
+           "predict_array"]
 
 
 def pick_device() -> str:
@@ -53,34 +37,6 @@ def pick_device() -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
-
-
-@dataclass
-class Options:
-    """How to predict: tiling, test-time augmentation and postprocessing."""
-
-    probabilities: bool = False
-    """Segmentation: write class probabilities instead of labels."""
-    threshold: float | None = None
-    """Segmentation: foreground where its probability >= threshold (2 classes; more: argmax, background
-    where the top probability is below it). Regression: a 0/1 mask of output >= threshold."""
-    overlap: float = 0.0
-    """Extra blended overlap between tile cores (fraction of a core)."""
-    blend: str = "cosine"
-    tta: bool = False
-    """Average the predictions of the image flipped along each space axis (2^dims passes)."""
-    budget: int | None = None
-    """Input voxels per tile (default: what the device's memory holds for this network, see
-    predict.memory; MMV_ZOO_TILE_MEMORY sets the memory, e.g. 4GiB)."""
-    batch_size: int = 1
-    direction: str | None = None
-    """CycleGAN runs: a2b (the entry's inputs to its outputs; the default) or b2a."""
-    border: str | None = None
-    """What tiles see past the image border (tiler.BORDERS). `image`: nothing, so the result is one pass
-    of the network over the image, as in training and validation, and no voxel is spent on padding
-    (the default for runs). `mirror`: the image mirrored by the halo the package declares, as
-    bioimageio.core predicts, tiled or not (the default for BioImage.IO packages and zoo entries'
-    pretrained packages; `mmv-zoo predict RUN --border mirror` equals bioimageio.core on its export)."""
 
 
 def flip_average(forward: Callable[..., np.ndarray], dims: int) -> Callable[..., np.ndarray]:
@@ -103,24 +59,6 @@ def flip_average(forward: Callable[..., np.ndarray], dims: int) -> Callable[...,
         return total / len(flips)
 
     return averaged
-
-
-def finisher(task: str, n_names: int, options: Options) -> tuple[Callable[[np.ndarray], np.ndarray] | None, bool]:
-    """(per-core postprocessing, whether it yields labels) for a task's network output."""
-    t = options.threshold
-    if task == "segmentation" and not options.probabilities:
-        def labels(y: np.ndarray) -> np.ndarray:
-            dtype = np.uint8 if y.shape[0] < 256 else np.uint16
-            if t is not None and y.shape[0] == 2:
-                return (y[1:2] >= t).astype(dtype)
-            lab = y.argmax(0)[None]
-            if t is not None:
-                lab[y.max(0)[None] < t] = 0
-            return lab.astype(dtype)
-        return labels, True
-    if task == "regression" and t is not None:
-        return (lambda y: (y >= t).astype(np.uint8)), True
-    return (lambda y: y.astype(np.float32)), False
 
 
 def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_size: int = 1,
@@ -147,7 +85,7 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     del sample
     net = model.inference_model().eval()
     device = next(net.parameters()).device
-    halo, _ = entry_halo(entry, net)
+    halo = tile_halo(entry, net, opts.halo)
     rules = entry.mmv.network.size_rule(entry.spatial_dims)
     shape = tuple(x.shape[1:])
     probe = (1, entry.in_channels, *probe_size(entry))
@@ -167,28 +105,40 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
                          finish=finish, on_tile=on_tile, crop=True)
 
 
+def tile_halo(entry: Any, net: Any, wanted: list[int] | None = None) -> list[int]:
+    """What each tile is cropped by per space axis: `wanted` (`Options.halo`), else the network's
+    measured receptive field (exact tiling)."""
+    if wanted is None:
+        return entry_halo(entry, net)[0]
+    if len(wanted) != entry.spatial_dims or min(wanted) < 0:
+        axes = [a.id for a in entry.inputs[0].space_axes]
+        raise DataError(f"--halo {wanted}: give {entry.spatial_dims} values >= 0, one per space axis {axes}")
+    return list(wanted)
+
+
 def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False,
                 options: Options | None = None) -> tuple[np.ndarray, list[str]]:
-    """Segmentation: labels (argmax, or thresholded) or the class probabilities; regression: values
-    as predicted (or a mask with a threshold); instances: the embeddings clustered into labels."""
+    """The entry's post-processing of a whole output, without a trained framework at hand (a zoo
+    entry's package): segmentation labels (argmax, or thresholded) or the class probabilities;
+    regression values as predicted (or a mask with a threshold); instances: the embeddings clustered."""
     opts = options or Options(probabilities=probabilities)
     if entry.mmv.task == "instance" and not opts.probabilities:  # the embeddings clustered as for a run
         from ..frameworks.embedseg.cluster import entry_labels
 
         return entry_labels(y, entry, opts.threshold), ["labels"]
-    fn, is_labels = finisher(entry.mmv.task, len(entry.outputs[0].channel_names), opts)
-    return fn(y), (["labels"] if is_labels else list(entry.outputs[0].channel_names))
+    finish, names = task_postprocess(entry.mmv.task, list(entry.outputs[0].channel_names), opts)
+    return finish(y), names
 
 
-def output_path(out: Path, image: Path) -> Path:
-    return out / f"{image_stem(image)}.ome.tiff"
+class RunPredictor(Predictor):
+    """Predicts with a trained run: tiles cropped by the receptive-field halo, then the framework's
+    post-processing (its `postprocess` per tile, its `finalize` on the whole image)."""
 
+    streams = True
 
-class RunPredictor:
-    """Predicts with a trained run: tiles cropped by the receptive-field halo, then the task's postprocessing."""
-
-    def __init__(self, source: str | Path, probabilities: bool = False, overlap: float = 0.0,
+    def __init__(self, source: Any, probabilities: bool = False, overlap: float = 0.0,
                  model: Any = None, options: Options | None = None) -> None:
+        """`source`: a run folder or checkpoint; `model`: a trained framework to use instead."""
         from ..run import load_model
 
         direction = options.direction if options is not None else None
@@ -201,34 +151,20 @@ class RunPredictor:
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         return self.predict(x)
 
-    def _finish(self) -> tuple[Callable[[np.ndarray], np.ndarray], list[str]]:
-        """The per-core postprocessing and output channel names. A framework may post-process itself:
-        a `postprocess(options)` method on the model returning both replaces the task's default."""
-        hook = getattr(self.model, "postprocess", None)
-        if callable(hook):
-            return hook(self.options)
-        finish, is_labels = finisher(self.entry.mmv.task, len(self.entry.outputs[0].channel_names), self.options)
-        return finish, (["labels"] if is_labels else list(self.entry.outputs[0].channel_names))
-
     def output_names(self) -> list[str]:
-        return self._finish()[1]
-
-    @property
-    def out_channels(self) -> int:
-        return len(self.output_names())
+        return self.model.postprocess(self.options)[1]
 
     def predict(self, x: Any, out: Any = None, stats: Any = None,
                 on_tile: Callable[[int, int], None] | None = None) -> tuple[Any, list[str]]:
         """(C, [Z], Y, X) array or lazy source -> (postprocessed output, its channel names); the output
         goes into `out` (an array, or a callable making one) tile by tile.
 
-        A framework whose postprocessing needs the whole image at once (instance clustering: objects
-        crossing tile borders stay whole) defines `finalize(options)` on the model, returning a
-        callable from the whole blended output (what `_finish` keeps of each tile) to the result, or
-        None; that output is then held in memory and the result written into `out` at the end."""
-        finish, names = self._finish()
-        hook = getattr(self.model, "finalize", None)
-        finalize = hook(self.options) if callable(hook) else None
+        A framework whose post-processing needs the whole image at once (instance clustering: objects
+        crossing tile borders stay whole) returns it from `finalize(options)`: the whole blended output
+        (what `postprocess` keeps of each tile) is then held in memory and the result written into
+        `out` at the end."""
+        finish, names = self.model.postprocess(self.options)
+        finalize = self.model.finalize(self.options)
         if finalize is None:
             y = predict_array(self.model, x, self.entry, options=self.options, finish=finish, out=out, stats=stats,
                               on_tile=on_tile)
@@ -242,16 +178,15 @@ class RunPredictor:
         return target, names
 
     def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
-        return _pixel_sizes(from_file, self.entry)
+        return entry_pixel_sizes(from_file, self.entry)
 
 
-class EntryPredictor:
+class EntryPredictor(Predictor):
     """A zoo entry with pretrained weights: its package, with the entry's task postprocessing."""
 
     def __init__(self, entry: Any, probabilities: bool = False, trust_code: bool = False,
                  weight_format: str | None = None, options: Options | None = None) -> None:
         from ..remote.pretrained import entry_package
-        from .package_predictor import PackagePredictor
 
         self.entry = entry
         self.package = entry_package(entry)
@@ -259,117 +194,22 @@ class EntryPredictor:
                                       border=options.border if options else None, raw=True)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
         self.options = options or Options(probabilities=probabilities)
-        self.out_channels = len(entry.outputs[0].channel_names)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         y, _ = self.inner(x)
         return postprocess(y, self.entry, options=self.options)
 
+    def output_names(self) -> list[str]:
+        opts = self.options
+        if self.entry.mmv.task == "instance" and not opts.probabilities:
+            return ["labels"]
+        return task_postprocess(self.entry.mmv.task, list(self.entry.outputs[0].channel_names), opts)[1]
+
     def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
-        return _pixel_sizes(from_file, self.entry)
+        return entry_pixel_sizes(from_file, self.entry)
 
 
-def open_predictor(source: str | Path, probabilities: bool = False, overlap: float = 0.0,
-                   trust_code: bool = False, weight_format: str | None = None, options: Options | None = None) -> Any:
-    """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor; a zoo
-    entry (name, folder or rdf.yaml) with pretrained weights -> EntryPredictor."""
-    from ..entry import EntryError, load_entry
-    from ..run import looks_like_run
-    from .package_predictor import PackagePredictor, is_package
-
-    options = options or Options(probabilities=probabilities, overlap=overlap)
-    path = Path(source)
-    is_run = not is_package(path) and (looks_like_run(path) or (path.is_dir() and not (path / "rdf.yaml").exists()))
-    if options.direction is not None and not is_run:
-        from ..errors import RunError
-
-        raise RunError(f"{source}: --direction {options.direction} is for CycleGAN runs; a package or zoo entry "
-                       "predicts in the one direction it was exported for")
-    if is_package(path):
-        return PackagePredictor(source, trust_code=trust_code, weight_format=weight_format, border=options.border,
-                                raw=options.probabilities, seed_threshold=options.threshold)
-    if is_run:
-        return RunPredictor(source, options=options)  # says what a run folder lacks
-    try:
-        entry = load_entry(source)
-    except EntryError:
-        if path.exists():
-            raise
-        from ..errors import RunError
-
-        raise RunError(f"{source}: not a run folder, checkpoint, BioImage.IO package or zoo entry") from None
-    pre = entry.mmv.pretrained
-    if pre is not None and pre.format == "mmv_im2im_checkpoint":  # the entry's network, weights from MMV_Im2Im
-        from ..remote.im2im_checkpoint import checkpoint_model
-        from ..remote.pretrained import entry_package
-
-        ckpt = entry_package(entry).path
-        return RunPredictor(ckpt, model=checkpoint_model(entry, ckpt), options=options)
-    return EntryPredictor(entry, trust_code=trust_code, weight_format=weight_format, options=options)
-
-
-def predict_files(
-    source: str | Path,
-    inputs: list[str | Path],
-    out: Path,
-    overwrite: bool = False,
-    probabilities: bool = False,
-    overlap: float = 0.0,
-    channels: list[int | str] | None = None,
-    on_file: Callable[[Prediction], None] | None = None,
-    trust_code: bool = False,
-    weight_format: str | None = None,
-    options: Options | None = None,
-    selection: Selection | None = None,
-    on_tile: Callable[[int, int], None] | None = None,
-    devices: int = 1,
-    num_nodes: int = 1,
-) -> list[Prediction]:
-    """Predict every input image (every selected scene and time point) with a run, a BioImage.IO
-    package or a zoo entry with weights: one output per input scene in `out`, OME-TIFF or OME-Zarr.
-    `devices` / `num_nodes` > 1 split the files across processes through Lightning (same outputs).
-    """
-    paths = list(dict.fromkeys(expand_inputs(inputs)))
-    _refuse_name_clashes(paths, out)
-    check_writable(out)
-    options = options or Options(probabilities=probabilities, overlap=overlap)
-    selection = selection or Selection(channels=channels)
-    if devices > 1 or num_nodes > 1:
-        from .distributed import predict_distributed
-
-        results = predict_distributed(source, paths, out, options, selection, overwrite, trust_code, weight_format,
-                                      devices, num_nodes)
-        for result in results:
-            if on_file is not None:
-                on_file(result)
-        return results
-    predictor = open_predictor(source, trust_code=trust_code, weight_format=weight_format, options=options)
-    results = []
-    for path in paths:
-        for result in predict_file(predictor, path, out, selection, overwrite, on_tile):
-            results.append(result)
-            if on_file is not None:
-                on_file(result)
-    return results
-
-
-def _refuse_name_clashes(paths: list[Path], out: Path) -> None:
-    """Two inputs that would write the same output file (a/x.tif, b/x.tif) are an error, not a skip."""
-    seen: dict[Path, Path] = {}
-    clashes = []
-    inputs = {p.resolve() for p in paths}
-    for p in paths:
-        target = output_path(out, p)
-        if target.resolve() in inputs or target.with_name(f"{image_stem(p)}.ome.zarr").resolve() in inputs:
-            raise DataError(f"{p}: the output would replace this input; choose another --out folder")
-        if target in seen and seen[target].resolve() != p.resolve():
-            clashes.append(f"{seen[target]} and {p} -> {target.name}")
-        seen.setdefault(target, p)
-    if clashes:
-        raise DataError(f"inputs with the same name would write the same output: {'; '.join(clashes[:5])}")
-
-
-def _pixel_sizes(from_file: dict[str, float | None], entry: Any) -> dict[str, float | None]:
+def entry_pixel_sizes(from_file: dict[str, float | None], entry: Any) -> dict[str, float | None]:
     """The input file's physical pixel sizes; where it has none, the entry's axis scales if set."""
     sizes = dict(from_file)
     for axis in entry.inputs[0].space_axes:

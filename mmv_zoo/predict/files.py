@@ -19,22 +19,13 @@ from ..errors import DataError
 from ..io.read import image_stem
 from ..io.source import ImageSource, open_image
 from ..io.writers import choose_format, open_writer, output_name
+from ..settings.predict import Selection
 from ..transforms.stain import StainError
+from .predictor import Predictor
 
 STATS_VOXELS = 1 << 26
 """Normalization statistics come from the whole frame up to this many voxels per channel, else from
 evenly spaced z planes (a documented approximation for frames larger than memory)."""
-
-
-@dataclass
-class Selection:
-    """What to predict of each file: channels (indices or names), time points, z planes, scenes."""
-
-    channels: list[int | str] | None = None
-    t: tuple[int, int] | None = None
-    z: tuple[int, int] | None = None
-    scenes: list[int | str] | None = None
-    format: str = "auto"
 
 
 @dataclass
@@ -100,7 +91,7 @@ def _frames(path: Path, size: int, wanted: tuple[int, int] | None, what: str) ->
     return start, stop
 
 
-def predict_file(predictor: Any, path: Path, out: Path, selection: Selection, overwrite: bool,
+def predict_file(predictor: Predictor, path: Path, out: Path, selection: Selection, overwrite: bool,
                  on_tile: Callable[[int, int], None] | None = None) -> list[Prediction]:
     """All selected scenes of `path`, one output each; existing outputs are skipped unless `overwrite`."""
     results = []
@@ -112,7 +103,7 @@ def predict_file(predictor: Any, path: Path, out: Path, selection: Selection, ov
     return results
 
 
-def _channels(predictor: Any, src: ImageSource, scene: int, wanted: list[int | str] | None) -> list[int]:
+def _channels(predictor: Predictor, src: ImageSource, scene: int, wanted: list[int | str] | None) -> list[int]:
     info = src.scene(scene)
     chans = src.channel_indices(wanted, scene) if wanted is not None else list(range(info.C))
     if len(chans) != predictor.in_channels:
@@ -122,7 +113,7 @@ def _channels(predictor: Any, src: ImageSource, scene: int, wanted: list[int | s
     return chans
 
 
-def _predict_scene(predictor: Any, src: ImageSource, scene: int, out: Path, sel: Selection, overwrite: bool,
+def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path, sel: Selection, overwrite: bool,
                    on_tile: Callable[[int, int], None] | None) -> Prediction:
     path = src.path
     info = src.scene(scene)
@@ -135,7 +126,7 @@ def _predict_scene(predictor: Any, src: ImageSource, scene: int, out: Path, sel:
         raise DataError(f"{path}: is 3D ({nz} Z slices) but the model is 2D; pick one plane with --z, e.g. --z 0:1")
     if predictor.spatial_dims == 3 and nz == 1:
         raise DataError(f"{path}: is a single 2D plane but the model is 3D")
-    n_out = max(1, getattr(predictor, "out_channels", 1))
+    n_out = max(1, predictor.out_channels)
     fmt = choose_format((t1 - t0, n_out, nz, info.Y, info.X), np.float32, sel.format)
     target = out / output_name(stem, fmt)
     others = [out / output_name(stem, f) for f in ("ome-tiff", "ome-zarr")] if sel.format == "auto" else [target]
@@ -169,7 +160,7 @@ def _predict_scene(predictor: Any, src: ImageSource, scene: int, out: Path, sel:
     return Prediction(path, target, scene=src.scenes[scene], frames=t1 - t0)
 
 
-def _predict_frame(predictor: Any, frame: FrameSource, t: int, writer: Callable[..., Any],
+def _predict_frame(predictor: Predictor, frame: FrameSource, t: int, writer: Callable[..., Any],
                    on_tile: Callable[[int, int], None] | None) -> None:
     """Predict one frame into time point `t` of the output (streamed tile by tile for our runs)."""
     def sample() -> np.ndarray:
@@ -179,7 +170,7 @@ def _predict_frame(predictor: Any, frame: FrameSource, t: int, writer: Callable[
                             "replace them (e.g. with 0) before predicting")
         return pixels
 
-    if hasattr(predictor, "predict"):  # the statistics' pixels are held only while they are computed
+    if predictor.streams:  # the statistics' pixels are held only while they are computed
         names_box: dict[str, list[str]] = {}
 
         def target(channels: int, dtype: Any) -> Any:

@@ -10,12 +10,15 @@ mmv_zoo's own tiler, cropped by the package's declared halo (so ours and others'
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import DataError, RunError
+from ..run import RunFolder
+from .predictor import Predictor
 
 PACKAGE_FILES = ("rdf.yaml", "bioimageio.yaml")
 SAFE_FORMATS = ("torchscript", "onnx")
@@ -32,9 +35,7 @@ def _declares_weights(rdf: Path) -> bool:
         data = yaml.safe_load(rdf.read_text())
     except (OSError, yaml.YAMLError):
         return True  # let the package loader say what is wrong with it
-    from ..run import looks_like_run
-
-    return isinstance(data, dict) and bool(data.get("weights")) and not looks_like_run(rdf.parent)
+    return isinstance(data, dict) and bool(data.get("weights")) and not RunFolder.looks_like(rdf.parent)
 
 
 def is_package(source: Path) -> bool:
@@ -177,6 +178,31 @@ def test_formats(descr: Any, formats: list[str], digest: str | None = None, stop
     return results
 
 
+@dataclass
+class PackageTest:
+    """bioimageio.core's test of every weight format a package has (`mmv-zoo test`)."""
+
+    name: str
+    results: dict[str, str]
+    """Weight format -> `passed`, the first error, or `not run (needs --trust-code)`."""
+
+    @property
+    def passed(self) -> bool:
+        """Every format that ran passed, and at least one ran."""
+        ran = [v for v in self.results.values() if not v.startswith("not run")]
+        return bool(ran) and all(v == "passed" for v in ran)
+
+
+def package_tests(source: str | Path, trust_code: bool = False) -> PackageTest:
+    """Run bioimageio.core's checks on every weight format of a package, afresh (no cached result);
+    formats that run the package's own code only with `trust_code`."""
+    descr = load_package(source)
+    present = [f for f in (*SAFE_FORMATS, *CODE_FORMATS) if getattr(descr.weights, f, None) is not None]
+    runnable = [f for f in present if trust_code or f not in CODE_FORMATS]
+    results = test_formats(descr, runnable, package_digest(source), stop_early=False, use_cache=False)
+    return PackageTest(str(descr.name), {f: results.get(f, "not run (needs --trust-code)") for f in present})
+
+
 def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple[str, list[str]]:
     """The first format whose weights reproduce the package's own test tensors, and warnings for the others."""
     results = test_formats(descr, formats, package_digest(source))
@@ -203,7 +229,7 @@ def instance_settings(descr: Any, source: str | Path) -> Any:
         raise RunError(f"{source}: config.mmv_zoo.embedseg: {' '.join(str(e).split())[:300]}") from None
 
 
-class PackagePredictor:
+class PackagePredictor(Predictor):
     """Runs a BioImage.IO model package on (C, [Z], Y, X) arrays."""
 
     def __init__(self, source: str | Path, trust_code: bool = False, weight_format: str | None = None,
@@ -233,7 +259,6 @@ class PackagePredictor:
             warnings.simplefilter("ignore")
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
         self.plan_rules, self.halo = self._tiling()
-        self.out_channels = len(self.channel_names)
         self.seed_threshold = seed_threshold
         self.instances = None if raw else instance_settings(descr, source)
 
@@ -394,8 +419,5 @@ class PackagePredictor:
                 need.append(n)
         return pad_to(x, need), ns
 
-    def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
-        sizes = dict(from_file)
-        if self.spatial_dims == 2:
-            sizes["z"] = None
-        return sizes
+    def output_names(self) -> list[str]:
+        return self.channel_names if self.instances is None else ["labels"]

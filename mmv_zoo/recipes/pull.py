@@ -99,7 +99,7 @@ def _members(root: Path, pattern: str) -> list[Path]:
     return sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("."))
 
 
-def _write(path: Path, data: np.ndarray) -> Path:
+def write_tiff(path: Path, data: np.ndarray) -> Path:
     """`data` (C, Z, Y, X) as a TIFF: RGB when 3 uint8 channels in 2D, else squeezed ZYX / YX, or CZYX."""
     import tifffile
 
@@ -115,7 +115,8 @@ def _write(path: Path, data: np.ndarray) -> Path:
     return path
 
 
-def _read_czyx(path: Path) -> np.ndarray:
+def read_czyx(path: Path) -> np.ndarray:
+    """The first scene and time point of an image file as (C, Z, Y, X)."""
     from ..io.source import open_image
 
     with open_image(path) as source:
@@ -143,7 +144,7 @@ def _files(step: Any, src: Path, out: Path, where: str) -> int:
     if step.has_ops():  # crop, grey, time points, names, labels, matching: recipe_ops.py
         from .ops import files_with_ops
 
-        return files_with_ops(step, paths, out, where, _read_czyx, _write, _reduce)
+        return files_with_ops(step, paths, out, where, read_czyx, write_tiff, _reduce)
     for path in paths:
         stem = image_stem(path)
         if step.strip:
@@ -154,7 +155,7 @@ def _files(step: Any, src: Path, out: Path, where: str) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
         else:
-            _write(out / step.to / f"{stem}.tif", _reduce(_read_czyx(path), step.channel, step.project, where, path))
+            write_tiff(out / step.to / f"{stem}.tif", _reduce(read_czyx(path), step.channel, step.project, where, path))
     return len(paths)
 
 
@@ -240,7 +241,7 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
             break
         report(f"  row {k}/{len(rows)}: {row[step.path_column].rsplit('/', 1)[-1]}")
         image = get(row, step.path_column)
-        data = _read_czyx(image)
+        data = read_czyx(image)
         if step.mean_between is not None:
             test = step.mean_between
             index = _row_index(row, test.channel, found[0], f"{where}.mean_between.channel")
@@ -255,12 +256,12 @@ def _manifest(step: Any, src: Path, out: Path, where: str, report: Callable[[str
         for folder, channel in step.channels.items():
             index = _row_index(row, channel, found[0], f"{where}.channels.{folder}")
             reduced = _reduce(data, index, step.project, f"{where}.channels.{folder}", image)
-            _write(out / folder / f"{name}.tif", reduced)
+            write_tiff(out / folder / f"{name}.tif", reduced)
         if step.unlisted is not None:
             _write_unlisted(step, row, data, listed[row[step.unique]], out / step.unlisted.to / f"{name}.tif",
                             found[0], f"{where}.unlisted", image)
         if step.dot_mask is not None:
-            _write(out / step.dot_mask.to / f"{name}.tif",
+            write_tiff(out / step.dot_mask.to / f"{name}.tif",
                    _dot_mask(step.dot_mask, row, data, image, get, found[0], f"{where}.dot_mask")[None])
     if not kept:
         raise DataError(f"{found[0]}: no row of {where} is kept by mean_between {step.mean_between.range}")
@@ -281,7 +282,7 @@ def _dot_mask(dot: Any, row: dict[str, str], data: np.ndarray, image: Path, get:
     if dot.times is None:
         return mask
     other = get(row, dot.times.column)
-    labels = _reduce(_read_czyx(other), dot.times.channel, None, f"{where}.times.channel", other)[0]
+    labels = _reduce(read_czyx(other), dot.times.channel, None, f"{where}.times.channel", other)[0]
     if labels.shape != mask.shape:
         raise DataError(f"{other}: shape {labels.shape} differs from {image}'s {mask.shape} ({where}.times)")
     return mask * labels.astype(np.uint8)  # the notebook's cell segmentation was cast to uint8
@@ -297,7 +298,7 @@ def _slice_of(cut: Any, row: dict[str, str], data: np.ndarray, image: Path, get:
               manifest: Path, where: str) -> np.ndarray:
     """The (C, 1, Y, X) slice of `data` that `cut` (SliceAt) chooses from the row's mask."""
     mask_file = get(row, cut.mask_column)
-    source = data if mask_file == image else _read_czyx(mask_file)
+    source = data if mask_file == image else read_czyx(mask_file)
     channel = _row_index(row, cut.mask_channel, manifest, f"{where}.mask_channel")
     mask = _reduce(source, channel, None, f"{where}.mask_channel", mask_file)[0]
     if mask.shape[0] != data.shape[1]:
@@ -331,7 +332,7 @@ def _write_unlisted(step: Any, row: dict[str, str], data: np.ndarray, ids: set[i
     mask = (labels > 0) & ~np.isin(labels, sorted(ids))
     if step.project == "max":
         mask = mask.max(axis=1, keepdims=True)
-    _write(path, mask.astype(np.uint8))
+    write_tiff(path, mask.astype(np.uint8))
 
 
 def _row_index(row: dict[str, str], channel: int | str, manifest: Path, where: str) -> int:

@@ -13,7 +13,8 @@ pytorch_fnet (Ounkomol et al. 2018), renamed here to mmv_zoo's `mmv_zoo.nets.fne
 
 The weights are loaded strictly: a checkpoint that does not fit the entry's network (other
 settings, another architecture) is an error naming the entry and the first differing keys, never
-a partly initialized network. Files are read with `torch.load(weights_only=True)` only.
+a partly initialized network. Files are read with `torch.load(weights_only=True)` only. Building the
+entry's framework around them is `mmv_zoo.run.load_im2im_checkpoint`.
 """
 
 from __future__ import annotations
@@ -118,25 +119,3 @@ def load_into(net: Any, state: dict[str, Any], what: str) -> None:
     if problems:
         raise RunError(f"{what}; " + "; ".join(problems))
     net.load_state_dict(state, strict=True)
-
-
-def checkpoint_model(entry: Any, path: Path) -> Any:
-    """The entry's framework module (eval mode, CPU) with its network's weights from the MMV_Im2Im
-    checkpoint `path`; the network is the one `config.mmv_zoo.network` declares, loaded strictly."""
-    from torch import nn
-
-    from ..registry import framework_class
-
-    model = framework_class(entry.mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
-    net = getattr(model, "net", None)
-    if not isinstance(net, nn.Module):
-        raise RunError(f"{entry.source}: framework {entry.mmv.framework!r} keeps no network as `net`; "
-                       "MMV_Im2Im checkpoints load only into such frameworks (fcn)")
-    kind = entry.mmv.network.kind
-    pre = entry.mmv.pretrained
-    name = (pre.member if pre is not None and pre.member else None) or Path(path).name
-    state = to_network_keys(read_network_state(path, f"{entry.source}: config.mmv_zoo.pretrained ({name})"), kind)
-    load_into(net, state, f"{entry.source}: entry {entry.slug!r}: the MMV_Im2Im checkpoint {name} does not fit "
-                          f"the entry's network ({kind}; config.mmv_zoo.network must match the network it was "
-                          "trained with)")
-    return model.eval()

@@ -25,6 +25,11 @@ class PairedFolders(Strict):
     """Folder (relative to --data) with exclusion (cost) masks named like the sources: non-zero pixels
     are taken out of the loss (partially annotated data). A source without a mask keeps every pixel."""
 
+    @property
+    def has_exclusion(self) -> bool:
+        """Whether the layout gives exclusion (cost) masks."""
+        return self.exclusion is not None
+
 
 class CsvLayout(Strict):
     """A CSV file listing source and target paths (relative to the CSV), one pair per row."""
@@ -39,6 +44,11 @@ class CsvLayout(Strict):
     """Optional column with an exclusion (cost) mask per row (empty: none): non-zero pixels are taken
     out of the loss."""
 
+    @property
+    def has_exclusion(self) -> bool:
+        """Whether the layout gives exclusion (cost) masks."""
+        return self.exclusion_column is not None
+
 
 class UnpairedFolders(Strict):
     """Two unrelated folders, one image domain each (CycleGAN): file names, counts and sizes need not
@@ -49,6 +59,11 @@ class UnpairedFolders(Strict):
     """Folder (relative to --data) with images of the input domain (A, `inputs[0]`)."""
     target: str = "target"
     """Folder (relative to --data) with images of the output domain (B, `outputs[0]`)."""
+
+    @property
+    def has_exclusion(self) -> bool:
+        """Unrelated images have no exclusion masks."""
+        return False
 
 
 DataLayout = Annotated[PairedFolders | CsvLayout | UnpairedFolders, Field(discriminator="layout")]

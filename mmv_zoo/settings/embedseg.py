@@ -1,6 +1,6 @@
 """Settings of the EmbedSeg framework (instance segmentation by spatial embeddings, Lalit et al. 2021):
-the `config.mmv_zoo.embedseg` block, the `embedseg` loss kind, and the rules that span sections
-(`check_embedseg`). Nothing here imports torch."""
+the `config.mmv_zoo.embedseg` block, the `embedseg` loss kind, the rules that span sections and the
+framework's spec. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from .framework import Accepts, FrameworkSpec
 from .strict import Strict
-
-FRAMEWORK = "embedseg"
-TASK = "instance"
 
 
 class EmbedSegLoss(Strict):
@@ -68,38 +66,12 @@ def output_names(spatial_dims: int, n_sigma: int) -> list[str]:
     return [f"offset_{a}" for a in axes] + sig + ["seed"]
 
 
-def fill_embedseg_defaults(data: Any) -> Any:
-    """Before validation: framework embedseg gets an empty `embedseg` block (all defaults) and the
-    `embedseg` loss when the entry names none."""
-    if isinstance(data, dict) and data.get("framework") == FRAMEWORK:
-        if data.get(FRAMEWORK) is None:
-            data = {**data, FRAMEWORK: {}}
-        if data.get("loss") is None:
-            data = {**data, "loss": {"kind": "embedseg"}}
-    return data
-
-
-def check_embedseg(entry: Any) -> None:
-    """Rules that span sections for task instance / framework embedseg; raises ValueError whose
-    message starts with the field concerned."""
+def embedseg_rules(entry: Any) -> None:
+    """Rules of EmbedSeg that span sections (sigma and output channels, labels as they are); ValueError
+    whose message starts with the field concerned. Task and loss are checked by `EmbedSegAccepts`."""
     mmv = entry.mmv
-    fw, task = mmv.framework, mmv.task
-    if fw != FRAMEWORK and mmv.embedseg is not None:
-        raise ValueError(f"config.mmv_zoo.embedseg: settings of framework embedseg, but the framework is {fw!r} "
-                         "(remove the block or use framework: embedseg)")
-    if task == TASK and fw != FRAMEWORK:
-        raise ValueError(f"config.mmv_zoo.task: instance segmentation is trained by framework embedseg, not {fw!r}")
-    if fw == FRAMEWORK and task != TASK:
-        raise ValueError(f"config.mmv_zoo.task: framework embedseg segments instances; use task: instance, not {task}")
-    if mmv.loss.kind == "embedseg" and task != TASK:
-        raise ValueError(f"config.mmv_zoo.loss.kind: 'embedseg' is the instance loss; task {task} takes another")
-    if task != TASK:
-        return
-    if mmv.loss.kind != "embedseg":
-        raise ValueError(f"config.mmv_zoo.loss.kind: task instance takes the embedseg loss (kind: embedseg), "
-                         f"not {mmv.loss.kind!r}")
     dims = entry.spatial_dims
-    es = mmv.embedseg
+    es = mmv.framework_settings
     n_sigma = es.sigmas(dims)
     if n_sigma not in (1, dims):
         raise ValueError(f"config.mmv_zoo.embedseg.n_sigma: {n_sigma} sigma channels for {dims} space axes; "
@@ -114,3 +86,22 @@ def check_embedseg(entry: Any) -> None:
                          "`labels: foreground` (it would merge every object into one)")
     if mmv.data.normalization.target.kind != "none":
         raise ValueError("config.mmv_zoo.data.normalization.target: instance labels are ids, use kind: none")
+
+
+class EmbedSegAccepts(Accepts):
+    task: Literal["instance"]
+    loss: Literal["embedseg"]
+    layout: Literal["paired_folders", "csv"]
+
+
+EMBEDSEG = FrameworkSpec(
+    kind="embedseg",
+    model="mmv_zoo.frameworks.embedseg.framework:EmbedSeg",
+    accepts=EmbedSegAccepts,
+    settings=EmbedSegSettings,
+    default_loss="embedseg",
+    data_module="mmv_zoo.data.instances:InstanceDataModule",
+    exclusion_masks=True,
+    rules=embedseg_rules,
+    description="Instance segmentation by spatial embeddings, 2D and 3D (Lalit et al. 2021).",
+)

@@ -1,9 +1,11 @@
-"""Settings of the GAN frameworks: `config.mmv_zoo.pix2pix` and `config.mmv_zoo.cyclegan`.
+"""Settings of the GAN frameworks: the `config.mmv_zoo.pix2pix` and `config.mmv_zoo.cyclegan` blocks,
+their rules that span sections, and the two frameworks' specs.
 
-Each block is optional and only valid next to its framework (an entry of another framework that
-has one is an error); when the framework's block is missing, its defaults are used. The rules
-that span sections (task, data layout, discriminator vs patch size, channels) are in `check_gan`,
-which the entry's root validator calls; each message starts with the field it concerns.
+Each block is validated only next to its framework (another framework's block in an entry is an
+error); when the framework's block is missing, its defaults are used. What the GANs take from the
+other sections (task regression, l1 or mse, paired or unpaired layouts) is declared in their
+`Accepts` types; the rules here cover the rest (discriminator vs patch size, identity terms vs
+channels). Each message starts with the field it concerns.
 """
 
 from __future__ import annotations
@@ -12,13 +14,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from .framework import Accepts, FrameworkSpec
 from .strict import Strict
 from .training import OptimizerSettings
-
-GAN_FRAMEWORKS = ("pix2pix", "cyclegan")
-"""Frameworks with a settings block of their own, named after them."""
-UNPAIRED_FRAMEWORKS = ("cyclegan",)
-"""Frameworks that train on the `unpaired_folders` layout (and only on it)."""
 
 
 class PatchGANSettings(Strict):
@@ -101,49 +99,73 @@ class CycleGANSettings(_GANSettings):
         return 0.5 if in_channels == out_channels else 0.0
 
 
-def fill_gan_defaults(data: Any) -> Any:
-    """Before validation: the framework's own block, empty (all defaults) when the entry has none."""
-    if isinstance(data, dict) and data.get("framework") in GAN_FRAMEWORKS and data.get(data["framework"]) is None:
-        data = {**data, data["framework"]: {}}
-    return data
-
-
-def check_gan(entry: Any) -> None:
-    """Rules that span sections for the GAN frameworks and the unpaired layout; raises ValueError
-    whose message starts with the field concerned."""
-    mmv = entry.mmv
-    fw = mmv.framework
-    for other in GAN_FRAMEWORKS:
-        if other != fw and getattr(mmv, other) is not None:
-            raise ValueError(f"config.mmv_zoo.{other}: settings of framework {other}, but the framework is {fw!r} "
-                             f"(remove the block or use framework: {other})")
-    layout = mmv.data.layout.layout
-    if layout == "unpaired_folders" and fw not in UNPAIRED_FRAMEWORKS:
-        raise ValueError(f"config.mmv_zoo.data.layout: unpaired_folders (unrelated images, no pairs) trains "
-                         f"{' or '.join(UNPAIRED_FRAMEWORKS)}; framework {fw} needs pairs: layout paired_folders "
-                         "or csv")
-    if fw in UNPAIRED_FRAMEWORKS and layout != "unpaired_folders":
-        raise ValueError(f"config.mmv_zoo.data.layout: {fw} trains on two unrelated folders sampled independently: "
-                         f"use layout unpaired_folders (source: FOLDER_A, target: FOLDER_B), not {layout}")
-    if fw not in GAN_FRAMEWORKS:
-        return
-    if mmv.task != "regression":
-        raise ValueError(f"config.mmv_zoo.task: {fw} generates images; use task: regression (a mask is generated "
-                         "as an image of 0/1 values, e.g. with normalization kind foreground)")
-    gan = getattr(mmv, fw)
+def _check_discriminator(entry: Any, fw: str) -> None:
+    gan = entry.mmv.framework_settings
     d = gan.discriminator
     dims = entry.spatial_dims
     if d.anisotropic_z and dims != 3:
         raise ValueError(f"config.mmv_zoo.{fw}.discriminator.anisotropic_z: needs 3 spatial axes, the entry has {dims}")
-    out = d.output_size(mmv.data.patch)
+    out = d.output_size(entry.mmv.data.patch)
     if min(out) < 1:
         raise ValueError(
             f"config.mmv_zoo.{fw}.discriminator: depth {d.depth} needs patches of at least "
-            f"{3 * 2 ** d.depth} pixels per downsampled axis; data.patch {mmv.data.patch} gives a score map of "
+            f"{3 * 2 ** d.depth} pixels per downsampled axis; data.patch {entry.mmv.data.patch} gives a score map of "
             f"{out}: lower the depth, enlarge the patch" + (" or set anisotropic_z: true" if dims == 3 else "")
         )
-    if fw == "cyclegan" and (gan.identity_weight or 0) > 0 and entry.in_channels != entry.out_channels:
+
+
+def pix2pix_rules(entry: Any) -> None:
+    """Rules of pix2pix that span sections; ValueError starting with the field concerned."""
+    _check_discriminator(entry, "pix2pix")
+
+
+def cyclegan_rules(entry: Any) -> None:
+    """Rules of CycleGAN that span sections; ValueError starting with the field concerned."""
+    _check_discriminator(entry, "cyclegan")
+    gan = entry.mmv.framework_settings
+    if (gan.identity_weight or 0) > 0 and entry.in_channels != entry.out_channels:
         raise ValueError(
             f"config.mmv_zoo.cyclegan.identity_weight: the identity terms need the same channel count in both "
             f"domains (inputs {entry.in_channels}, outputs {entry.out_channels}); set it to 0"
         )
+
+
+GENERATES = ("task", "a GAN generates images: a mask is generated as an image of 0/1 values, e.g. with "
+                     "normalization kind foreground")
+
+
+class Pix2PixAccepts(Accepts):
+    task: Literal["regression"]
+    loss: Literal["l1", "mse"]
+    layout: Literal["paired_folders", "csv"]
+
+
+class CycleGANAccepts(Accepts):
+    task: Literal["regression"]
+    loss: Literal["l1", "mse"]
+    layout: Literal["unpaired_folders"]
+
+
+PIX2PIX = FrameworkSpec(
+    kind="pix2pix",
+    model="mmv_zoo.frameworks.pix2pix:Pix2Pix",
+    accepts=Pix2PixAccepts,
+    settings=Pix2PixSettings,
+    manual_optimization=True,
+    rules=pix2pix_rules,
+    hints=(GENERATES,),
+    description="Paired image-to-image translation against a PatchGAN discriminator (Isola et al. 2017).",
+)
+
+CYCLEGAN = FrameworkSpec(
+    kind="cyclegan",
+    model="mmv_zoo.frameworks.cyclegan:CycleGAN",
+    accepts=CycleGANAccepts,
+    settings=CycleGANSettings,
+    data_module="mmv_zoo.data.unpaired:UnpairedDataModule",
+    manual_optimization=True,
+    directions=("a2b", "b2a"),
+    rules=cyclegan_rules,
+    hints=(GENERATES, ("layout", "two unrelated folders sampled independently: source: FOLDER_A, target: FOLDER_B")),
+    description="Unpaired image-to-image translation with two generators and cycle consistency (Zhu et al. 2017).",
+)

@@ -9,8 +9,19 @@ from pydantic import ValidationError
 
 
 def format_validation_error(err: ValidationError, source: str, root: Any) -> str:
-    """One line per problem: `source: field.path: message` (`root`: the model that was validated)."""
+    """One line per problem: `source: field.path: message` (`root`: the model that was validated). A
+    message of several lines (a nested block's problems) gives one line each."""
     lines = []
+    for loc, msg in problems(err, root):
+        for part in msg.splitlines():
+            prefix = f"{loc}: " if loc and not part.startswith(loc) else ""
+            lines.append(f"{source}: {prefix}{part}")
+    return "\n".join(lines)
+
+
+def problems(err: ValidationError, root: Any) -> list[tuple[str, str]]:
+    """(field path, message) per problem; unknown keys list the valid ones, union tags are dropped."""
+    out = []
     for e in err.errors():
         loc, parent = _walk(e["loc"], root)
         msg = e["msg"].removeprefix("Value error, ")
@@ -22,9 +33,8 @@ def format_validation_error(err: ValidationError, source: str, root: Any) -> str
             ctx = e.get("ctx", {})
             what = ctx.get("discriminator", "kind").strip("'")
             msg = f"unknown {what} {ctx.get('tag')!r}; valid: {ctx.get('expected_tags')}"
-        prefix = f"{loc}: " if loc and not msg.startswith(loc) else ""
-        lines.append(f"{source}: {prefix}{msg}")
-    return "\n".join(lines)
+        out.append((loc, msg))
+    return out
 
 
 def _members(ann: Any) -> list[Any]:

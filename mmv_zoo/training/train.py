@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..entry import Entry, entry_to_yaml
+from ..entry import Entry
 from ..errors import EntryError, OutputError, RunError
 from ..io.write import check_writable
-from ..run import CHECKPOINTS, ENTRY_FILE, RUN_FILE
+from ..run import RunFolder
 from .plots import plot_metrics
 
 RUN_FOLDER_ENV = "MMV_ZOO_RUN_FOLDER"
@@ -38,17 +36,6 @@ class TrainResult:
     """`path: reason` of input files left out (data.on_bad_file: skip)."""
 
 
-def new_run_folder(out: Path, slug: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = out.resolve()
-    folder = out / slug / stamp
-    n = 1
-    while folder.exists():
-        n += 1
-        folder = out / slug / f"{stamp}-{n}"
-    return folder
-
-
 def process_rank() -> int:
     """This process's global rank as the launcher (Lightning's DDP, SLURM, torchrun) set it; 0 alone."""
     for key in ("RANK", "SLURM_PROCID"):
@@ -57,39 +44,28 @@ def process_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0") or 0) if os.environ.get(RUN_FOLDER_ENV) else 0
 
 
-def _run_folder(out: Path, slug: str, t: Any) -> Path:
+def _run_folder(out: Path, slug: str, t: Any) -> RunFolder:
     """The run folder: the one rank 0 announced (a DDP child), one per SLURM job (every node's task
     computes the same name), else a new time-stamped one."""
     if os.environ.get(RUN_FOLDER_ENV):
-        return Path(os.environ[RUN_FOLDER_ENV])
+        return RunFolder(os.environ[RUN_FOLDER_ENV])
     if os.environ.get("SLURM_JOB_ID") and (t.num_nodes > 1 or t.devices != 1):
-        return out.resolve() / slug / f"slurm-{os.environ['SLURM_JOB_ID']}"
-    return new_run_folder(out, slug)
+        return RunFolder(out.resolve() / slug / f"slurm-{os.environ['SLURM_JOB_ID']}")
+    return RunFolder.new(out, slug)
 
 
 def resume(run: Path, data: Path | None = None, overrides: list[str] | None = None,
            progress: bool = True) -> TrainResult:
     """Continue an interrupted run in its own folder from `checkpoints/last.ckpt` (weights, optimizer,
     scheduler, epoch, step, callbacks and random state); `overrides` apply on top of its entry."""
-    from ..entry import load_entry
-
-    run = Path(run).resolve()
-    info_path = run / RUN_FILE
-    if not (run / ENTRY_FILE).is_file() or not info_path.is_file():
-        raise RunError(f"{run}: not a run folder (no {ENTRY_FILE} / {RUN_FILE})")
-    info = json.loads(info_path.read_text())
-    if info.get("status") == "complete":
-        raise RunError(f"{run}: the run is complete; nothing to resume (train a new run, or --set a larger "
-                       "training.max_epochs on a new run initialised from it)")
-    if not (run / CHECKPOINTS / "last.ckpt").is_file():
-        raise RunError(f"{run}: no {CHECKPOINTS}/last.ckpt to resume from (the run stopped before its first "
-                       "checkpoint); start it again")
+    folder = RunFolder(Path(run).resolve())
+    info = folder.check_resumable()
     if data is None:
         if not info.get("data"):
-            raise RunError(f"{info_path}: does not record the data folder; give --data")
+            raise RunError(f"{folder.info_path}: does not record the data folder; give --data")
         data = Path(info["data"])
-    entry = load_entry(run / ENTRY_FILE, overrides)
-    return train(entry, data, run.parent.parent, progress=progress, resume=run)
+    entry = folder.entry(overrides)
+    return train(entry, data, folder.folder.parent.parent, progress=progress, resume=folder.folder)
 
 
 def check_devices(entry: Entry) -> None:
@@ -111,18 +87,6 @@ def check_devices(entry: Entry) -> None:
         if t.devices > cores:
             raise EntryError(f"{where} CPU processes requested but this machine has {cores} CPU core(s); "
                              f"use 1 to {cores}")
-
-
-def _check_framework_options(entry: Entry, model: Any) -> None:
-    """Options Lightning applies only with automatic optimization (not the GAN frameworks)."""
-    t = entry.mmv.training
-    if getattr(model, "automatic_optimization", True):
-        return
-    used = [name for name, on in (("swa", t.swa is not None), ("gradient_clip_val", t.gradient_clip_val),
-                                  ("accumulate_grad_batches", t.accumulate_grad_batches > 1)) if on]
-    if used:
-        raise EntryError(f"{entry.source}: config.mmv_zoo.training.{used[0]}: not available for framework "
-                         f"{entry.mmv.framework} (it steps its own optimizers); remove it")
 
 
 def _loggers(entry: Entry, folder: Path) -> list[Any]:
@@ -188,21 +152,18 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     datamodule.prepare()  # every file checked before the run folder exists
     pl.seed_everything(t.seed, workers=True, verbose=False)
     model = framework_class(mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)  # checks init_from too
-    _check_framework_options(entry, model)
-    if getattr(datamodule.train_set, "exclusion", False) and not hasattr(model, "compute_loss"):
-        raise EntryError(f"{entry.source}: config.mmv_zoo.data.layout: exclusion masks weight the loss of "
-                         f"framework fcn; framework {mmv.framework} does not use them")
 
     rank = process_rank()
-    folder = Path(resume) if resume is not None else _run_folder(out, entry.slug, t)
+    run = RunFolder(resume) if resume is not None else _run_folder(out, entry.slug, t)
+    folder = run.folder
     if rank == 0:
-        check_disk_space(folder, model, entry, getattr(datamodule, "cache_bytes_needed", lambda: 0)())
+        check_disk_space(folder, model, entry)
     monitor = t.checkpoint_monitor
     mode = "min" if monitor == "val_loss" else "max"
-    checkpoint = ModelCheckpoint(dirpath=folder / CHECKPOINTS, filename="best", monitor=monitor, mode=mode,
+    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode=mode,
                                  save_top_k=t.checkpoint.save_top_k, every_n_epochs=t.checkpoint.every_n_epochs,
                                  save_last=False)
-    last = LastCheckpoint(folder / CHECKPOINTS / "last.ckpt", t.checkpoint.last_every_n_steps)
+    last = LastCheckpoint(run.last_checkpoint, t.checkpoint.last_every_n_steps)
     callbacks = [checkpoint, last, StopOnNonFiniteLoss(), *(callbacks or [])]
     early = None
     if t.early_stopping is not None:
@@ -235,24 +196,23 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     except Exception as e:  # Lightning's MisconfigurationException and friends
         raise EntryError(f"{entry.source}: config.mmv_zoo.training: {str(e).splitlines()[0]}") from None
     if resume is not None:
-        from ..entry import load_entry
         from .callbacks import ScaleLearningRate
 
-        old_lr = load_entry(folder / ENTRY_FILE).mmv.training.optimizer.lr  # before it is rewritten
+        old_lr = run.entry().mmv.training.optimizer.lr  # before it is rewritten
         if old_lr != t.optimizer.lr:
             trainer.callbacks.append(ScaleLearningRate(t.optimizer.lr / old_lr))
     if rank == 0:
-        _start_run_file(folder, entry, data, resume)
+        run.start(entry, data, resumed=resume is not None, exist_ok=bool(os.environ.get("SLURM_JOB_ID")))
         if resume is not None:
-            _keep_earlier_metrics(folder)
+            run.keep_earlier_metrics()
     previous = os.environ.get(RUN_FOLDER_ENV)
     os.environ[RUN_FOLDER_ENV] = str(folder)  # DDP processes started by re-running the command find it
     try:
-        ckpt = str(folder / CHECKPOINTS / "last.ckpt") if resume is not None else None
+        ckpt = str(run.last_checkpoint) if resume is not None else None
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=False if ckpt else None)
     except SystemExit:  # Ctrl-C (Lightning exits after a graceful stop) or SIGTERM: last.ckpt is saved
         if rank == 0:
-            _update_run_file(folder, status="interrupted", steps=trainer.global_step)
+            run.update_info(status="interrupted", steps=trainer.global_step)
         raise RunError(f"{folder}: training interrupted at epoch {trainer.current_epoch}, step "
                        f"{trainer.global_step}; continue it with: mmv-zoo train --resume {folder}") from None
     except Exception as e:
@@ -260,7 +220,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         if explained is None:
             raise
         if rank == 0:
-            _update_run_file(folder, status="failed", error=str(explained))
+            run.update_info(status="failed", error=str(explained))
         raise explained from None
     finally:
         if previous is None:
@@ -270,18 +230,16 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     if trainer.interrupted:
         raise RunError(f"{folder}: training interrupted after {trainer.global_step} steps; continue it with: "
                        f"mmv-zoo train --resume {folder}")
-    last_path = folder / CHECKPOINTS / "last.ckpt"
+    last_path = run.last_checkpoint
     if trainer.global_rank != 0 or rank != 0:
-        return TrainResult(folder, last_path, last_path, folder / "metrics.csv", None, None,
+        return TrainResult(folder, last_path, last_path, run.metrics_csv, None, None,
                            round(time.time() - t0, 1), rank=max(rank, trainer.global_rank))
 
-    metrics = merge_metrics(folder)
-    metric_name = getattr(model, "metric_name", None) or (
-        "val foreground Dice" if mmv.task == "segmentation" else "val Pearson r")
-    plot = plot_metrics(metrics, folder / "loss_curve.png", metric_name)
+    metrics = run.merge_metrics()
+    plot = plot_metrics(metrics, folder / "loss_curve.png", model.metric_name)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last_path  # no validation ran
     score = checkpoint.best_model_score
-    previous_info = json.loads((folder / RUN_FILE).read_text())
+    previous_info = run.read_info()
     info = {
         "entry": entry.slug,
         "status": "complete",
@@ -289,7 +247,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         "data": str(Path(data).resolve()),
         "train_files": datamodule.train_files,
         "val_files": datamodule.val_files,
-        "skipped_files": getattr(datamodule, "skipped_files", []),
+        "skipped_files": datamodule.skipped_files,
         "best_checkpoint": str(best.relative_to(folder)),
         "last_checkpoint": str(last_path.relative_to(folder)),
         "monitor": monitor,
@@ -302,76 +260,9 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         "seconds": round(time.time() - t0, 1),
         "versions": _versions(),
     }
-    _write_json(folder / RUN_FILE, info)
+    run.write_info(info)
     return TrainResult(folder, best, last_path, metrics, plot, info["best_score"], info["seconds"],
                        skipped=list(info["skipped_files"]))
-
-
-def _keep_earlier_metrics(folder: Path) -> None:
-    """Lightning's CSV logger starts a resumed run's file afresh: keep the earlier part beside it."""
-    logs = folder / "logs" / "metrics.csv"
-    if logs.is_file():
-        n = len(list(logs.parent.glob("metrics.part*.csv")))
-        os.replace(logs, logs.with_name(f"metrics.part{n}.csv"))
-
-
-def merge_metrics(folder: Path) -> Path:
-    """`metrics.csv` of the whole run: the parts before each resume (rows up to where the next part
-    took over) and the last part, columns united."""
-    import csv
-
-    parts = sorted((folder / "logs").glob("metrics.part*.csv"), key=lambda p: int(p.stem[len("metrics.part"):]))
-    parts.append(folder / "logs" / "metrics.csv")
-    tables = []
-    for part in parts:
-        if part.is_file():
-            with part.open(newline="") as f:
-                tables.append(list(csv.DictReader(f)))
-    rows: list[dict[str, str]] = []
-    for i, table in enumerate(tables):
-        if i + 1 < len(tables) and tables[i + 1]:  # the next part redid everything after its first step
-            first = min(int(r["step"]) for r in tables[i + 1] if r.get("step", "").isdigit())
-            table = [r for r in table if r.get("step", "").isdigit() and int(r["step"]) < first]
-        rows += table
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    out = folder / "metrics.csv"
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns or ["epoch", "step"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return out
-
-
-def _write_json(path: Path, info: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, path)
-
-
-def _start_run_file(folder: Path, entry: Entry, data: Path, resume: Path | None) -> None:
-    """Create the folder, the resolved entry and `run.json` (status running) — or mark a resumed run running."""
-    try:
-        if resume is not None:
-            info = json.loads((folder / RUN_FILE).read_text())
-            info.update(status="running", resumed=info.get("resumed", 0))
-            (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
-            _write_json(folder / RUN_FILE, info)
-            return
-        folder.mkdir(parents=True, exist_ok=bool(os.environ.get("SLURM_JOB_ID")))
-        (folder / ENTRY_FILE).write_text(entry_to_yaml(entry))
-        _write_json(folder / RUN_FILE, {"entry": entry.slug, "status": "running",
-                                        "entry_source": str(entry.source) if entry.source else None,
-                                        "data": str(Path(data).resolve()),
-                                        "started": datetime.now().isoformat(timespec="seconds")})
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot create run folder ({e.strerror})") from None
-
-
-def _update_run_file(folder: Path, **fields: Any) -> None:
-    with contextlib.suppress(OSError, json.JSONDecodeError):
-        info = json.loads((folder / RUN_FILE).read_text())
-        info.update(fields)
-        _write_json(folder / RUN_FILE, info)
 
 
 def quiet_lightning() -> None:

@@ -34,10 +34,14 @@ def tune(what: str, entry: Entry, data: Path, out: Path | None = None, num_train
 
     from ..data.module import data_module
     from ..registry import framework_class
+    from ..settings.framework import framework_spec
     from .train import quiet_lightning
 
     if what not in WHAT:
         raise EntryError(f"tune {what!r}: choose lr or batch-size")
+    if framework_spec(entry.mmv.framework).manual_optimization:
+        raise EntryError(f"{entry.source}: config.mmv_zoo.framework: tune needs a framework with one optimizer "
+                         f"(fcn); {entry.mmv.framework} steps its own")
     t = entry.mmv.training
     before = t.optimizer.lr if what == "lr" else t.batch_size
     out = Path(out) if out is not None else Path("tuned") / entry.slug / "rdf.yaml"
@@ -47,9 +51,6 @@ def tune(what: str, entry: Entry, data: Path, out: Path | None = None, num_train
     datamodule.prepare()
     pl.seed_everything(t.seed, workers=True, verbose=False)
     model = framework_class(entry.mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
-    if not getattr(model, "automatic_optimization", True):
-        raise EntryError(f"{entry.source}: config.mmv_zoo.framework: tune needs a framework with one optimizer "
-                         f"(fcn); {entry.mmv.framework} steps two")
     quiet_lightning()
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_tune_") as tmp:
         trainer = pl.Trainer(accelerator=t.accelerator, devices=1, precision=t.precision, max_epochs=t.max_epochs,

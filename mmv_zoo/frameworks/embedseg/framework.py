@@ -15,31 +15,24 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from ...nets.factory import build_network
-from ..optim import build_optimizer, build_scheduler
+from ..base import Framework
 from .cluster import cluster, entry_labels
 from .embedding import EmbeddingModel, entry_spacing
 from .loss import LossWeights, spatial_embedding_loss
 
 
-class EmbedSeg(pl.LightningModule):
+class EmbedSeg(Framework):
     """Backbone + embedding head; logs `train_loss` (and its terms), `val_loss` and `val_metric` (the
     mean AP at IoU 0.5 of the clustered validation patches)."""
 
     metric_name = "val AP50 (patches)"
 
     def __init__(self, entry: dict[str, Any], slug: str | None = None) -> None:
-        super().__init__()
-        from ...entry import Entry
-
-        self.save_hyperparameters({"entry": entry, "slug": slug})
-        self.entry = Entry.model_validate(entry)
-        self.slug = slug or self.entry.slug
+        super().__init__(entry, slug)
         e = self.entry
-        self.settings = e.mmv.embedseg
         self.dims = e.spatial_dims
         self.n_sigma = self.settings.sigmas(self.dims)
         self.spacing = entry_spacing(e)
@@ -82,12 +75,6 @@ class EmbedSeg(pl.LightningModule):
             aps.append(average_precision(pred, truth, 0.5))
         self.log("val_loss", loss, prog_bar=True, batch_size=x.shape[0])
         self.log("val_metric", float(np.mean(aps)), prog_bar=True, batch_size=x.shape[0])
-
-    def configure_optimizers(self) -> Any:
-        t = self.entry.mmv.training
-        opt = build_optimizer(t.optimizer, self.parameters())
-        sched = build_scheduler(t.scheduler, opt, t.max_epochs)
-        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
     # ------------------------------------------------------------ prediction
 

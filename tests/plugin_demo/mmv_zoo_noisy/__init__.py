@@ -1,0 +1,1 @@
+"""An mmv_zoo framework plugin: `noisy_fcn`, supervised training on inputs with added Gaussian noise."""
