@@ -18,8 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .entry import RDF_NAME, RUN_INFO
+from .entry import RDF_NAME, RUN_INFO, entry_to_yaml, load_entry, validate_entry_data
 from .errors import OutputError, RunError
+from .registry import framework_class
+from .remote.im2im_checkpoint import load_into, read_network_state, to_network_keys
+from .settings.framework import framework_spec
 
 RUN_FILE = RUN_INFO
 ENTRY_FILE = RDF_NAME
@@ -143,8 +146,6 @@ class RunFolder:
     def start(self, entry: Any, data: str | Path, resumed: bool = False, exist_ok: bool = False) -> None:
         """Create the folder, write the resolved entry and run.json (status running); for a resumed run,
         mark it running again. `exist_ok`: the folder may exist (one per SLURM job)."""
-        from .entry import entry_to_yaml
-
         try:
             if resumed:
                 info = json.loads(self.info_path.read_text())
@@ -210,8 +211,6 @@ class RunFolder:
 
     def entry(self, overrides: list[str] | None = None) -> Any:
         """The run's resolved entry (named after the entry the run trained)."""
-        from .entry import load_entry
-
         return load_entry(self.entry_path, overrides)
 
     def load_model(self, direction: str | None = None) -> Any:
@@ -247,10 +246,6 @@ def load_model(source: str | Path, direction: str | None = None) -> Any:
     """
     import torch
 
-    from .entry import validate_entry_data
-    from .registry import framework_class
-    from .settings.framework import framework_spec
-
     ckpt_path = find_checkpoint(source)
     if not ckpt_path.is_file():
         raise RunError(f"{ckpt_path}: checkpoint missing")
@@ -280,9 +275,6 @@ def load_model(source: str | Path, direction: str | None = None) -> Any:
 def load_im2im_checkpoint(entry: Any, path: Path) -> Any:
     """The entry's framework (eval mode, CPU) with its network's weights from the MMV_Im2Im checkpoint
     `path`; the network is the one `config.mmv_zoo.network` declares, loaded strictly."""
-    from .registry import framework_class
-    from .remote.im2im_checkpoint import load_into, read_network_state, to_network_keys
-
     model = framework_class(entry.mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
     try:
         net = model.network()

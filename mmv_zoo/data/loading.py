@@ -13,6 +13,7 @@ from ..errors import DataError, OutputError
 from ..io.source import open_image
 from .dataset import LoadedPair, PatchDataset, load_pair
 from .pairs import Pair
+from .persistent_cache import PairCache, cache_root
 
 
 def _header(path: Path, dims: int, role: str) -> tuple[int, tuple[int, ...]]:
@@ -80,8 +81,6 @@ def build_patch_sets(train_pairs: list[Pair], val_pairs: list[Pair], entry: Any)
     loaded: list[LoadedPair | Pair] = []
     cache = None
     if lazy:
-        from .persistent_cache import PairCache, cache_root
-
         cache = PairCache(cache_root(entry), entry) if data.cache.enabled else None
         need = 0
         for i, pair in enumerate(everything):

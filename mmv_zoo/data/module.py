@@ -8,8 +8,11 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ..errors import DataError
+from ..registry import resolve
+from ..settings.framework import framework_spec
 from .dataset import LoadedPair, PatchDataset, load_pair
 from .loaders import PatchDataModule
+from .loading import build_patch_sets
 from .pairs import Pair, split_pairs
 
 
@@ -54,7 +57,6 @@ class PairedDataModule(PatchDataModule):
         """Find, read and check every file before training starts (errors name the file)."""
         if self.train_set is not None:
             return
-        from .loading import build_patch_sets
 
         train_pairs, val_pairs = split_pairs(self.root, self.entry.mmv.data)
         sets = build_patch_sets(train_pairs, val_pairs, self.entry)  # pre-flight check; data.on_bad_file
@@ -65,7 +67,4 @@ class PairedDataModule(PatchDataModule):
 def data_module(entry: Any, root: Path) -> pl.LightningDataModule:
     """The data module the entry's framework trains from (its spec's `data_module`): pairs, unpaired
     folders (CycleGAN) or instance labels (EmbedSeg)."""
-    from ..registry import resolve
-    from ..settings.framework import framework_spec
-
     return resolve(framework_spec(entry.mmv.framework).data_module)(entry, root)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import cache_dir
 from ..errors import OutputError
 from .dataset import LoadedPair, load_pair
 from .pairs import Pair
@@ -29,7 +30,6 @@ def cache_root(entry: Any) -> Path:
     folder = entry.mmv.data.cache.folder
     if folder:
         return Path(folder).expanduser()
-    from ..cache import cache_dir
 
     return cache_dir() / "datasets"
 

@@ -26,6 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch import nn
 
+from ..entry import Entry
 from ..errors import RunError
 from ..settings.framework import FrameworkSpec, framework_spec
 from .optim import build_optimizer, build_scheduler
@@ -62,7 +63,6 @@ class Framework(pl.LightningModule):
         """`entry`: the validated entry as a JSON dict (kept in the checkpoints' hyperparameters with
         `slug` and `stored`, extra values a framework keeps there)."""
         super().__init__()
-        from ..entry import Entry
 
         self.save_hyperparameters({"entry": entry, "slug": slug, **(stored or {})})
         self.entry = Entry.model_validate(entry)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..entry import Entry
 from ..nets.factory import build_network
 from ..settings.gan import CYCLEGAN
 from .adversarial import GANModule, ImagePool, LossParts, build_discriminator
@@ -123,8 +124,6 @@ class DirectedModel(Framework):
 def directed_entry(entry: Any, direction: str) -> Any:
     """The entry as one direction's model: a2b unchanged but named; b2a with inputs and outputs (their
     channels, normalizations and data folders) swapped. Space axes (scale, unit) stay the input's."""
-    from ..entry import Entry
-
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
     data = entry.model_dump(mode="json", exclude_none=True)

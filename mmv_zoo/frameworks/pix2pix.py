@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nets.factory import build_network
+from ..entry import Entry
+from ..errors import EntryError, RunError
+from ..nets.factory import build_network, network_recipe
+from ..run import load_model
 from .adversarial import GANModule, LossParts, build_discriminator
 from .fcn import InferenceModel, pearson
 
@@ -29,8 +32,6 @@ class Pix2Pix(GANModule):
     metric_name = "val Pearson r"
 
     def __init__(self, entry: dict[str, Any], slug: str | None = None) -> None:
-        from ..entry import Entry
-
         init_from = Entry.model_validate(entry).mmv.pix2pix.init_from
         stored = None
         if init_from is not None:  # the checkpoint keeps its own weights: never reload the run later
@@ -82,10 +83,6 @@ class Pix2Pix(GANModule):
 def load_generator(generator: nn.Module, source: str | Path, entry: Any) -> None:
     """Copy the network of the trained run `source` into `generator` (same network, channels and
     dimensions, strictly); EntryError naming `init_from` and the difference otherwise."""
-    from ..errors import EntryError, RunError
-    from ..nets.factory import network_recipe
-    from ..run import load_model
-
     try:
         trained = load_model(source)
     except RunError as e:

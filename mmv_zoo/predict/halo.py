@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cache import read_record, write_record
+
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm,
               nn.LocalResponseNorm)
 
@@ -130,14 +132,11 @@ def network_halo(net: nn.Module, in_channels: int, mins: Sequence[int], steps: S
     cache_key = (key, in_channels, tuple(mins), tuple(steps))
     radii = _CACHE.get(cache_key) if key is not None else None
     if radii is None and key is not None and persist:  # measured by an earlier process (fnet-3D: 10-50 s on CPU)
-        from ..cache import read_record
 
         radii = read_record("receptive_field", _digest(cache_key)).get("radii")
     if radii is None:
         radii = receptive_radius(net, in_channels, mins, steps)
         if key is not None and persist:
-            from ..cache import write_record
-
             write_record("receptive_field", _digest(cache_key), {"radii": radii})
     if key is not None:
         _CACHE[cache_key] = radii

@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import DataError
+
 ACTIVATION_FACTOR = 5.0
 CPU_SHARE = 0.4
 """Share of the available memory (MemAvailable) tiles may take on the CPU."""
@@ -77,8 +79,6 @@ def tile_memory(device: str = "cpu") -> int:
         try:
             return parse_bytes(os.environ[ENV])
         except ValueError as e:
-            from ..errors import DataError
-
             raise DataError(f"{ENV}: {e}") from None
     if device.startswith("cuda"):
         import torch

@@ -16,9 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import read_record, sha256_of, write_record
+from ..data.dataset import pad_to
 from ..errors import DataError, RunError
+from ..frameworks.embedseg.cluster import settings_labels
+from ..frameworks.embedseg.embedding import axes_spacing
 from ..run import RunFolder
+from ..settings.embedseg import EmbedSegSettings
+from ..settings.networks import SizeRule
 from .predictor import Predictor
+from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
 PACKAGE_FILES = ("rdf.yaml", "bioimageio.yaml")
 SAFE_FORMATS = ("torchscript", "onnx")
@@ -145,8 +152,6 @@ def missing_libraries(architecture: Any) -> list[str]:
 
 def package_digest(source: str | Path) -> str | None:
     """sha256 of a package zip, or of its rdf (which pins every file's sha256); None if neither is found."""
-    from ..cache import sha256_of
-
     p = Path(source)
     if p.is_dir():
         p = next((p / n for n in PACKAGE_FILES if (p / n).is_file()), p)
@@ -158,8 +163,6 @@ def test_formats(descr: Any, formats: list[str], digest: str | None = None, stop
     """bioimageio.core's test_model per format: `passed` or the first error. Results are cached per
     package digest, so a package is verified once, not before every prediction."""
     from bioimageio.core import test_model
-
-    from ..cache import read_record, write_record
 
     known = read_record("verified", digest) if (digest and use_cache) else {}
     results = {}
@@ -221,8 +224,6 @@ def instance_settings(descr: Any, source: str | Path) -> Any:
         return None
     from pydantic import ValidationError
 
-    from ..settings.embedseg import EmbedSegSettings
-
     try:
         return EmbedSegSettings.model_validate(config["embedseg"])
     except ValidationError as e:
@@ -268,8 +269,6 @@ class PackagePredictor(Predictor):
         y, names = self.outputs(x)
         if self.instances is None:
             return y, names
-        from ..frameworks.embedseg.cluster import settings_labels
-        from ..frameworks.embedseg.embedding import axes_spacing
 
         scales = [float(a.scale) for a in self.input.axes if a.type == "space"]
         return settings_labels(y, self.instances, axes_spacing(scales), self.seed_threshold), ["labels"]
@@ -285,8 +284,6 @@ class PackagePredictor(Predictor):
         if self.plan_rules is None:
             return self._predict_with_core_blocking(x)
         from bioimageio.core import Sample
-
-        from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
         sample = self._sample(x)
         with warnings.catch_warnings():
@@ -307,8 +304,6 @@ class PackagePredictor(Predictor):
     def _tiling(self) -> tuple[list[Any] | None, list[int]]:
         """Size rules and halo per space axis when the output has the input's space size, else (None, [])."""
         from bioimageio.spec.model import v0_5
-
-        from ..settings.networks import SizeRule
 
         in_axes = {str(a.id): a for a in self.input.axes if a.type == "space"}
         out_axes = {str(a.id): a for a in self.output.axes if a.type == "space"}
@@ -403,8 +398,6 @@ class PackagePredictor(Predictor):
     def _fit(self, x: np.ndarray) -> tuple[np.ndarray, dict[tuple[Any, Any], int]]:
         """Pad images smaller than the package's minimum size; block size parameters that fit the image."""
         from bioimageio.spec.model import v0_5
-
-        from ..data.dataset import pad_to
 
         axes = {str(a.id): a for a in self.input.axes if a.type == "space"}
         need, ns = [], {}

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cache import cache_dir, read_record, sha256_of, write_record
 from ..errors import DownloadError, EntryError, RunError
+from .archives import MissingMember, extract_member
+from .download import fetch, resolve_doi
 
 
 @dataclass
@@ -47,16 +50,11 @@ def _doi_key(source: str, file: str | None) -> str:
 
 def _resolved_doi(source: str, file: str | None) -> dict[str, Any]:
     """What an earlier pull resolved this DOI (and file) to: {url, sha256}; empty when never resolved."""
-    from ..cache import read_record
-
     return read_record("doi", _doi_key(source, file))
 
 
 def _resolve(source: str, file: str | None) -> tuple[str, str | None]:
     """The download URL (and sha256 when the record lists one) of a DOI's package file; remembered."""
-    from ..cache import write_record
-    from .download import resolve_doi
-
     files = resolve_doi(_doi(source))
     if file is not None:
         files = [f for f in files if f[0].rstrip("/").split("/")[-1].split("?")[0] == file or
@@ -72,8 +70,6 @@ def _resolve(source: str, file: str | None) -> tuple[str, str | None]:
 
 def _fetch_doi(source: str, sha256: str | None, file: str | None) -> tuple[str, Any]:
     """Fetch a DOI's file: from the cache without any request when an earlier pull resolved it."""
-    from .download import fetch
-
     known = _resolved_doi(source, file)
     if isinstance(known.get("url"), str):
         try:
@@ -98,8 +94,6 @@ def pull_source(source: str, sha256: str | None = None, base: Path | None = None
                 file: str | None = None, member: str | None = None) -> PretrainedPackage:
     """A package or checkpoint from a local path (relative to `base`), URL or Zenodo DOI, verified and
     cached; with `member`, that file of the archive `source`, extracted into the cache."""
-    from ..cache import sha256_of
-
     if "://" not in source and not is_doi(source):
         path = (base / source) if base is not None and not Path(source).is_absolute() else Path(source)
         if not path.is_file():
@@ -109,8 +103,6 @@ def pull_source(source: str, sha256: str | None = None, base: Path | None = None
             raise RunError(f"{path}: sha256 {digest} does not match the entry's {sha256}; refusing it")
         got = PretrainedPackage(path, digest, str(path), False, False, local=True, checked=sha256 is not None)
     else:
-        from .download import fetch
-
         if is_doi(source):
             url, fetched = _fetch_doi(source, sha256, file)
         else:
@@ -122,9 +114,6 @@ def pull_source(source: str, sha256: str | None = None, base: Path | None = None
 
 def _with_member(got: PretrainedPackage, member: str) -> PretrainedPackage:
     """`got` (a verified archive) -> its extracted `member`, cached next to the archive."""
-    from ..cache import cache_dir
-    from .archives import extract_member
-
     folder = cache_dir() / "downloads" / got.sha256 / f"{got.path.name}.members"
     got.archive, got.member = got.path, member
     got.path = extract_member(got.path, member, folder.joinpath(*member.split("/")))
@@ -137,7 +126,6 @@ def entry_package(entry: Any) -> PretrainedPackage:
     if pre is None:
         raise EntryError(f"{entry.source}: entry {entry.slug!r} has no pretrained weights "
                          f"(config.mmv_zoo.pretrained); train it: mmv-zoo train {entry.slug} --data DIR")
-    from .archives import MissingMember
 
     base = entry.source.parent if entry.source is not None else None
     try:

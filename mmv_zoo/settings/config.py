@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ..registry import framework_kinds
 from .data import DataSettings
 from .embedseg import EmbedSegLoss
 from .framework import check_block, framework_spec
@@ -105,8 +106,6 @@ class MmvZooSettings(Strict):
     @field_validator("framework")
     @classmethod
     def _known_framework(cls, v: str) -> str:
-        from ..registry import framework_kinds
-
         known = framework_kinds()
         if v not in known:
             raise ValueError(f"unknown framework {v!r}; valid: {known}")
@@ -120,8 +119,6 @@ class MmvZooSettings(Strict):
     def _framework_block(self) -> MmvZooSettings:
         """The framework's own block validated against its settings model (all defaults when missing);
         other keys outside the fields are errors naming them."""
-        from ..registry import framework_kinds
-
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
         spec = framework_spec(self.framework)
         kinds = framework_kinds()
@@ -152,8 +149,6 @@ class MmvZooSettings(Strict):
         try:
             return super().__getattr__(name)  # type: ignore[misc]
         except AttributeError:
-            from ..registry import framework_kinds
-
             if not name.startswith("_") and name in framework_kinds():
                 return None
             raise

@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..registry import framework_kinds, resolve_framework
+from .messages import problems
 from .strict import Strict
 
 TASK_WORDS = {"segmentation": "semantic segmentation", "regression": "regression",
@@ -93,8 +95,6 @@ class FrameworkSpec:
 def framework_spec(kind: str) -> FrameworkSpec:
     """The spec of a framework kind, built in or from the `mmv_zoo.frameworks` entry-point group;
     KeyError for an unknown kind, TypeError for an entry point that names no FrameworkSpec."""
-    from ..registry import resolve_framework
-
     spec = resolve_framework(kind)
     if not isinstance(spec, FrameworkSpec):
         raise TypeError(f"framework {kind!r}: its entry point names a {type(spec).__name__}, not a "
@@ -106,8 +106,6 @@ def framework_spec(kind: str) -> FrameworkSpec:
 
 def framework_specs() -> dict[str, FrameworkSpec]:
     """Every framework that can be resolved, by kind (a broken plugin is left out)."""
-    from ..registry import framework_kinds
-
     out = {}
     for kind in framework_kinds():
         try:
@@ -127,8 +125,6 @@ def check_block(spec: FrameworkSpec, block: Any) -> Any:
     try:
         return spec.settings.model_validate({} if block is None else block)
     except ValidationError as e:
-        from .messages import problems
-
         where = f"config.mmv_zoo.{spec.kind}"
         lines = [f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}" for loc, msg in problems(e, spec.settings)]
         raise ValueError("\n".join(lines)) from None

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.module import data_module
 from ..entry import Entry
 from ..errors import EntryError, OutputError, RunError
 from ..io.write import check_writable
+from ..registry import framework_class
 from ..run import RunFolder
+from .callbacks import LastCheckpoint, ScaleLearningRate, StopOnNonFiniteLoss, explain_failure
 from .plots import plot_metrics
 
 RUN_FOLDER_ENV = "MMV_ZOO_RUN_FOLDER"
@@ -139,10 +142,6 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, StochasticWeightAveraging
 
-    from ..data.module import data_module
-    from ..registry import framework_class
-    from .callbacks import LastCheckpoint, StopOnNonFiniteLoss, explain_failure
-
     t0 = time.time()
     mmv = entry.mmv
     t = mmv.training
@@ -196,8 +195,6 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
     except Exception as e:  # Lightning's MisconfigurationException and friends
         raise EntryError(f"{entry.source}: config.mmv_zoo.training: {str(e).splitlines()[0]}") from None
     if resume is not None:
-        from .callbacks import ScaleLearningRate
-
         old_lr = run.entry().mmv.training.optimizer.lr  # before it is rewritten
         if old_lr != t.optimizer.lr:
             trainer.callbacks.append(ScaleLearningRate(t.optimizer.lr / old_lr))

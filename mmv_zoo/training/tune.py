@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.module import data_module
 from ..entry import Entry, entry_to_yaml
 from ..errors import EntryError, OutputError
+from ..registry import framework_class
+from ..settings.framework import framework_spec
+from .train import quiet_lightning
 
 WHAT = ("lr", "batch-size")
 
@@ -31,11 +35,6 @@ def tune(what: str, entry: Entry, data: Path, out: Path | None = None, num_train
     `data`; write the entry with the value into `out` (default `tuned/<entry>/rdf.yaml`)."""
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
-
-    from ..data.module import data_module
-    from ..registry import framework_class
-    from ..settings.framework import framework_spec
-    from .train import quiet_lightning
 
     if what not in WHAT:
         raise EntryError(f"tune {what!r}: choose lr or batch-size")

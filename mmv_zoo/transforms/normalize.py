@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .stain import macenko_normalizer
+
 EPS = 1e-6
 
 
@@ -69,7 +71,6 @@ def normalizer(x: np.ndarray, settings: Any) -> Callable[[np.ndarray], np.ndarra
     elif kind in ("foreground", "none"):
         div = shift = None
     elif kind == "macenko":  # the stains of this image (a stain matrix and concentration maxima)
-        from .stain import macenko_normalizer
 
         stains = macenko_normalizer(x, settings)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .embedding import SIGMA_SCALE, coordinate_grid
+from .embedding import SIGMA_SCALE, coordinate_grid, entry_spacing
 
 OVERLAP = 0.5
 """A proposal becomes an instance only if more than this share of its pixels is unclustered."""
@@ -70,8 +70,6 @@ def entry_labels(output: Any, entry: Any, seed_threshold: float | None = None, d
     """(1, *S) uint16/uint32 instance labels from one image's activated embeddings (K, *S), clustered
     with the entry's `embedseg` settings (`seed_threshold`, when given, replaces the entry's); what
     `mmv-zoo predict` writes for a run, an entry with weights or a package of ours."""
-    from .embedding import entry_spacing
-
     return settings_labels(output, entry.mmv.embedseg, entry_spacing(entry), seed_threshold, device)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...metrics import average_precision
 from ...nets.factory import build_network
 from ..base import Framework
 from .cluster import cluster, entry_labels
@@ -62,8 +63,6 @@ class EmbedSeg(Framework):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        from ...metrics import average_precision
-
         x, y = batch
         out = self(x)
         loss, _ = self.loss(out, y)
