@@ -94,6 +94,15 @@ def test_foreign_package_predicts(foreign_zip, tmp_path):
     np.testing.assert_allclose(out.data[:, 5:-5, 5:-5], want[:, 5:-5, 5:-5], rtol=1e-5)
 
 
+def test_a_package_halo_can_be_given_and_is_checked(foreign_zip, tmp_path):
+    from mmv_zoo.predict.sources import open_predictor
+
+    predictor = open_predictor(foreign_zip, options=Options(halo=[3, 4]))
+    assert predictor.halo == [3, 4]  # instead of the halo the package declares
+    with pytest.raises(DataError, match=r"--halo \[3\]: give 2 values >= 0, one per space axis \['y', 'x'\]"):
+        open_predictor(foreign_zip, options=Options(halo=[3]))
+
+
 def test_our_package_matches_our_run(our_zip, run_2d, data_2d, tmp_path):
     image = sorted((data_2d / "images").iterdir())[0]
     (pkg,) = predict_files(our_zip, [image], tmp_path / "pkg")

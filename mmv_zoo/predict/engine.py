@@ -191,7 +191,8 @@ class EntryPredictor(Predictor):
         self.entry = entry
         self.package = entry_package(entry)
         self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format,
-                                      border=options.border if options else None, raw=True)
+                                      border=options.border if options else None, raw=True,
+                                      halo=options.halo if options else None)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
         self.options = options or Options(probabilities=probabilities)
 

@@ -234,9 +234,11 @@ class PackagePredictor(Predictor):
     """Runs a BioImage.IO model package on (C, [Z], Y, X) arrays."""
 
     def __init__(self, source: str | Path, trust_code: bool = False, weight_format: str | None = None,
-                 border: str | None = None, raw: bool = False, seed_threshold: float | None = None) -> None:
+                 border: str | None = None, raw: bool = False, seed_threshold: float | None = None,
+                 halo: list[int] | None = None) -> None:
         """`raw=True` returns an instance package's embeddings instead of clustering them into labels
-        (mmv_zoo packages of task `instance` carry their clustering settings in `config.mmv_zoo`)."""
+        (mmv_zoo packages of task `instance` carry their clustering settings in `config.mmv_zoo`);
+        `halo` replaces the halo the package declares (pixels per space axis)."""
         from bioimageio.core import create_prediction_pipeline
 
         self.source = source
@@ -260,6 +262,14 @@ class PackagePredictor(Predictor):
             warnings.simplefilter("ignore")
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
         self.plan_rules, self.halo = self._tiling()
+        if halo is not None:
+            if self.plan_rules is None:
+                raise DataError(f"{source}: --halo: this package's output is not its input's size, so "
+                                "bioimageio.core tiles it with its own halo")
+            if len(halo) != self.spatial_dims or min(halo) < 0:
+                raise DataError(f"--halo {halo}: give {self.spatial_dims} values >= 0, one per space axis "
+                                f"{self.space_ids}")
+            self.halo = list(halo)
         self.seed_threshold = seed_threshold
         self.instances = None if raw else instance_settings(descr, source)
 

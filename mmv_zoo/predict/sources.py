@@ -72,7 +72,7 @@ def open_predictor(source: str | Path | Source, probabilities: bool = False, ove
                        "predicts in the one direction it was exported for")
     if src.kind == "package":
         return PackagePredictor(src.path, trust_code=trust_code, weight_format=weight_format, border=options.border,
-                                raw=options.probabilities, seed_threshold=options.threshold)
+                                raw=options.probabilities, seed_threshold=options.threshold, halo=options.halo)
     if src.kind in ("run", "checkpoint"):
         return RunPredictor(src.path, options=options)  # says what a run folder lacks
     entry = src.entry
