@@ -19,6 +19,7 @@ FRAMEWORKS: dict[str, str] = {
     "pix2pix": "mmv_zoo.settings.gan:PIX2PIX",
     "cyclegan": "mmv_zoo.settings.gan:CYCLEGAN",
     "embedseg": "mmv_zoo.settings.embedseg:EMBEDSEG",
+    "n2v": "mmv_zoo.settings.n2v:N2V",
 }
 """Built-in framework kind -> its FrameworkSpec (`module:NAME`)."""
 

@@ -5,7 +5,7 @@ make any entry train in seconds: shared by `tests/test_zoo_entries.py` and
 `tiny_data` reads only the entry: 2D or 3D from its axes, channel counts from its tensors (RGB as
 two-stain brightfield images), class ids for segmentation targets, instance labels for instance
 entries, 0/1 masks where a side is normalized with `kind: foreground`, exclusion masks when the
-layout has them, CSV / presplit / unpaired layouts as declared. Imports numpy and tifffile only
+layout has them, CSV / presplit / unpaired / source-only layouts as declared. Imports numpy and tifffile only
 (scipy when called).
 """
 
@@ -43,6 +43,8 @@ def tiny_network(network: Any, spatial_dims: int) -> dict[str, Any]:
         return {"channels": [4, 8, 16][: len(strides) + 1], "strides": strides}
     if kind == "branched_erfnet":
         return {"channels": [4, 8, 16]}
+    if kind == "care_unet":
+        return {"channels": 4}
     if kind == "dyn_unet":
         return {"filters": [4 * 2**i for i in range(len(network.strides))]}
     if kind == "basic_unet":
@@ -168,6 +170,9 @@ def tiny_data(entry: Any, root: Path, seed: int = 0) -> tuple[Path, np.ndarray]:
     for folder, n in groups:
         if layout.layout == "csv":
             written = _csv_layout(entry, folder, rng, shape, n)
+        elif layout.layout == "source_folder":  # noisy images alone
+            written = [_write(folder / layout.source / f"img{i}.tif", _render(entry, "source", rng, shape))
+                       for i in range(n)]
         elif layout.layout == "unpaired_folders":  # unrelated folders: other names, one image fewer in B
             written = [_write(folder / layout.source / f"a{i}.tif", _render(entry, "source", rng, shape))
                        for i in range(n)]

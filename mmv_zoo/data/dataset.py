@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..io.read import read_image, select_channels
+from ..io.read import Image, read_image, select_channels
+from ..io.source import open_image
 from ..transforms.normalize import normalize
 from ..transforms.stain import StainError
 from .pairs import Pair
@@ -45,8 +46,35 @@ def load_exclusion(pair: Pair, dims: int, spatial: tuple[int, ...]) -> np.ndarra
     return (mask != 0).any(axis=0, keepdims=True).astype(np.uint8)
 
 
+def read_source(pair: Pair, spatial_dims: int) -> Image:
+    """The pair's source image: the whole file, or the 2D plane `pair.frame` of a stack."""
+    if pair.frame is None:
+        return read_image(pair.source, spatial_dims)
+    t, z = pair.frame
+    with open_image(pair.source) as src:
+        info = src.scene(0)
+        data = src.read_block(t=t, z=(z, z + 1))[:, 0]
+    return Image(data=data, path=pair.source, pixel_sizes=dict(info.pixel_sizes),
+                 channel_names=list(info.channel_names))
+
+
+def load_source_only(pair: Pair, entry: Any) -> LoadedPair:
+    """A self-supervised image (no target): read, normalized with the statistics of the whole image,
+    then cut to the pair's region; its target has no channels (the image is its own target)."""
+    src = select_channels(read_source(pair, entry.spatial_dims), entry.in_channels)
+    try:
+        source = normalize(src, entry.mmv.data.normalization.source)
+    except StainError as e:
+        raise DataError(f"{pair.source}: {e}") from None
+    if pair.region is not None:
+        source = np.ascontiguousarray(source[(slice(None), *(slice(a, b) for a, b in pair.region))])
+    return LoadedPair(pair.name, source, np.zeros((0, *source.shape[1:]), np.float32))
+
+
 def load_pair(pair: Pair, entry: Any) -> LoadedPair:
     """Read, check and normalize one pair as the entry says."""
+    if pair.target is None:
+        return load_source_only(pair, entry)
     dims, mmv = entry.spatial_dims, entry.mmv
     src = select_channels(read_image(pair.source, dims), entry.in_channels)
     tgt_img = read_image(pair.target, dims)

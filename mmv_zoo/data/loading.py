@@ -33,9 +33,20 @@ def check_pair(pair: Pair, entry: Any) -> int:
     """Check a pair from the file headers (readable, dimensions, channels, shapes) without reading
     pixels; returns the bytes its cached arrays take."""
     dims = entry.spatial_dims
-    c_src, shape = _header(pair.source, dims, "source")
+    if pair.frame is not None:  # one plane of a stack: any Z and T
+        info = open_image(pair.source).scene(0)
+        c_src, shape = info.C, (info.Y, info.X)
+    else:
+        c_src, shape = _header(pair.source, dims, "source")
     if c_src != entry.in_channels:
         raise DataError(f"{pair.source}: has {c_src} channel(s) but the entry's inputs[0] takes {entry.in_channels}")
+    if pair.target is None:  # a self-supervised image: its region is what is cached
+        if pair.region is not None:
+            shape = tuple(b - a for a, b in pair.region)
+        voxels = 1
+        for n in shape:
+            voxels *= n
+        return voxels * 4 * c_src
     c_tgt, tshape = _header(pair.target, dims, "target")
     if tshape != shape:
         raise DataError(f"{pair.target}: shape {tshape} differs from its source {pair.source.name} {shape}")

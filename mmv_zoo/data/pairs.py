@@ -1,4 +1,7 @@
-"""Find (source, target) file pairs in a data folder according to the entry's layout, and split them."""
+"""Find (source, target) file pairs in a data folder according to the entry's layout, and split them.
+
+A self-supervised layout (`source_folder`) gives pairs without a target; such a pair may stand for one
+plane of a stack (`frame`) or one region of a single image (`region`, its train / val parts)."""
 
 from __future__ import annotations
 
@@ -15,13 +18,20 @@ from ..io.read import image_stem, is_image
 @dataclass(frozen=True)
 class Pair:
     source: Path
-    target: Path
+    target: Path | None
+    """None for a self-supervised image (its own target)."""
     exclusion: Path | None = None
     """Exclusion (cost) mask: non-zero pixels are taken out of the loss."""
+    frame: tuple[int, int] | None = None
+    """(time point, z plane) of the source read as one 2D image (`data.layout.planes`)."""
+    region: tuple[tuple[int, int], ...] | None = None
+    """[start, stop) per spatial axis of the source that this pair covers (a single image split in two)."""
+    part: str = ""
+    """Appended to the name: which plane or region this is."""
 
     @property
     def name(self) -> str:
-        return image_stem(self.source)
+        return image_stem(self.source) + self.part
 
 
 def _images(folder: Path) -> list[Path]:
@@ -97,14 +107,60 @@ def csv_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
     return pairs, (splits or None)
 
 
-def find_pairs(root: Path, layout: Any) -> tuple[list[Pair], list[str] | None]:
+def source_images(root: Path, layout: Any, spatial_dims: int) -> list[Pair]:
+    """Self-supervised images of `root/source` (no targets); with `planes`, every (t, z) plane of each
+    file is one 2D image."""
+    from ..io.source import open_image
+
+    files = _images(root / layout.source)
+    if not files:
+        raise DataError(f"{root / layout.source}: no images (data.layout.source)")
+    if not layout.planes:
+        return [Pair(f, None) for f in files]
+    if spatial_dims != 2:
+        raise DataError(f"{root / layout.source}: data.layout.planes cuts stacks into 2D images; the entry is "
+                        f"{spatial_dims}D")
+    pairs = []
+    for f in files:
+        info = open_image(f).scene(0)
+        if info.T == 1 and info.Z == 1:
+            pairs.append(Pair(f, None))
+            continue
+        pairs += [Pair(f, None, frame=(t, z), part=f"_t{t:03d}_z{z:03d}") for t in range(info.T) for z in range(info.Z)]
+    return pairs
+
+
+def find_pairs(root: Path, layout: Any, spatial_dims: int = 2) -> tuple[list[Pair], list[str] | None]:
     if root.is_file():
         raise DataError(f"{root}: is a file; --data takes the folder that holds the training images")
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
     if layout.layout == "csv":
         return csv_pairs(root, layout)
+    if layout.layout == "source_folder":
+        return source_images(root, layout, spatial_dims), None
     return paired_folders(root, layout), None
+
+
+def split_by_region(pair: Pair, data: Any) -> tuple[Pair, Pair]:
+    """One self-supervised image as a training and a validation region: the last `val_fraction` of
+    its longest axis (at least one patch) is held back."""
+    from ..io.source import open_image
+
+    info = open_image(pair.source).scene(0)
+    dims = len(data.patch)
+    shape = (info.Y, info.X) if dims == 2 else (info.Z, info.Y, info.X)
+    axis = max(range(dims), key=lambda a: shape[a] / data.patch[a])
+    n, p = shape[axis], data.patch[axis]
+    n_val = max(p, round(n * data.split.val_fraction))
+    if n - n_val < p:
+        raise DataError(f"{pair.source}: a single image is split by region, but along its longest axis ({n} "
+                        f"pixels) it holds no two patches of {p} (data.patch); give more images or a smaller patch")
+    whole = [(0, s) for s in shape]
+    train = [*whole[:axis], (0, n - n_val), *whole[axis + 1:]]
+    val = [*whole[:axis], (n - n_val, n), *whole[axis + 1:]]
+    return (Pair(pair.source, None, region=tuple(train), part="_train_region"),
+            Pair(pair.source, None, region=tuple(val), part="_val_region"))
 
 
 def split_pairs(root: Path, data: Any) -> tuple[list[Pair], list[Pair]]:
@@ -117,12 +173,15 @@ def split_pairs(root: Path, data: Any) -> tuple[list[Pair], list[Pair]]:
             train = [p for p, s in zip(pairs, splits, strict=True) if s == "train"]
             val = [p for p, s in zip(pairs, splits, strict=True) if s == "val"]
         else:
-            train, _ = find_pairs(root / "train", data.layout)
-            val, _ = find_pairs(root / "val", data.layout)
+            train, _ = find_pairs(root / "train", data.layout, len(data.patch))
+            val, _ = find_pairs(root / "val", data.layout, len(data.patch))
         if not train or not val:
             raise DataError(f"{root}: presplit data needs at least one train and one val pair")
         return train, val
-    pairs, _ = find_pairs(root, data.layout)
+    pairs, _ = find_pairs(root, data.layout, len(data.patch))
+    if len(pairs) == 1 and pairs[0].target is None:
+        train_part, val_part = split_by_region(pairs[0], data)
+        return [train_part], [val_part]
     if len(pairs) < 2:
         raise DataError(f"{root}: {len(pairs)} pair(s); a random split needs at least 2 (one for validation)")
     order = list(range(len(pairs)))

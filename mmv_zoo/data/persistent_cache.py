@@ -47,6 +47,7 @@ def pair_key(pair: Pair, entry: Any) -> str:
     what = {
         "format": FORMAT,
         "files": [_stat(pair.source), _stat(pair.target), _stat(pair.exclusion)],
+        **({"part": [pair.frame, pair.region]} if pair.frame or pair.region else {}),
         "normalization": mmv.data.normalization.model_dump(mode="json"),
         "labels": mmv.data.labels,
         "task": mmv.task,

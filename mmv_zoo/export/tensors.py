@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ def find_sample(entry: Entry, info: dict[str, Any] | None) -> Path:
     data, names = Path(info["data"]), [str(n) for n in info["val_files"]]
     layout = entry.mmv.data.layout
     candidates: list[Path] = []
-    if layout.layout in ("paired_folders", "unpaired_folders"):
+    if layout.layout == "source_folder":  # names carry a region suffix; planes of stacks are no sample
+        names = [n.removesuffix("_val_region") for n in names if not re.search(r"_t\d{3}_z\d{3}$", n)]
+    if layout.layout in ("paired_folders", "unpaired_folders", "source_folder"):
         for folder in (data / layout.source, data / "val" / layout.source):
             if folder.is_dir():
                 candidates += sorted(p for p in folder.iterdir() if is_image(p))
@@ -36,6 +39,8 @@ def find_sample(entry: Entry, info: dict[str, Any] | None) -> Path:
         if table.is_file():
             with table.open(newline="") as f:
                 candidates = [table.parent / row.get(layout.source_column, "") for row in csv.DictReader(f)]
+    if not names:
+        raise ExportError(f"the run validated on planes of stacks, which are no sample image; {hint}")
     for name in names:
         for path in candidates:
             if image_stem(path) == name and path.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +20,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+
+# A TIFF without a resolution unit has no pixel size: bioio-tifffile warns on every read; we report
+# the sizes as unknown (None) instead.
+warnings.filterwarnings("ignore", message="Could not parse tiff pixel size")
 
 PLANE_CHUNK_BYTES = 256 * 2**20
 """A TIFF whose (Z, Y, X) stack of one channel is larger than this is read plane by plane when a

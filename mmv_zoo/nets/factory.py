@@ -70,6 +70,12 @@ def _fnet(s: Any, dims: int, cin: int, cout: int) -> NetworkRecipe:
         anisotropic_z=s.anisotropic_z))
 
 
+def _care_unet(s: Any, dims: int, cin: int, cout: int) -> NetworkRecipe:
+    return NetworkRecipe("mmv_zoo.nets.care_unet", "CAREUNet", dict(
+        spatial_dims=dims, in_channels=cin, out_channels=cout, depth=s.depth, channels=s.channels,
+        batch_norm=s.batch_norm, blurpool=s.blurpool, top_skip=s.top_skip))
+
+
 def _branched_erfnet(s: Any, dims: int, cin: int, cout: int) -> NetworkRecipe:
     return NetworkRecipe("mmv_zoo.nets.erfnet", "BranchedERFNet", dict(
         spatial_dims=dims, in_channels=cin, out_channels=cout, channels=list(s.channels), dropout=s.dropout,
@@ -93,6 +99,7 @@ RECIPES = {
     "swin_unetr": _swin_unetr,
     "unetr": _unetr,
     "fnet": _fnet,
+    "care_unet": _care_unet,
     "branched_erfnet": _branched_erfnet,
     "python": _python,
 }

@@ -66,7 +66,28 @@ class UnpairedFolders(Strict):
         return False
 
 
-DataLayout = Annotated[PairedFolders | CsvLayout | UnpairedFolders, Field(discriminator="layout")]
+class SourceFolder(Strict):
+    """One folder of noisy images and no targets (self-supervised denoising, framework n2v): each image
+    is its own target. With a random split, whole files are held back for validation; a single
+    image is split by region instead (the last `split.val_fraction` of its longest axis, at least one
+    patch, is held back). `mmv-zoo evaluate` scores against clean references named like the
+    sources in the folder `reference`, when there are any."""
+
+    layout: Literal["source_folder"]
+    source: str = "source"
+    """Folder (relative to --data) with the noisy images."""
+    planes: bool = False
+    """2D entries: every z plane and time point of a stack or time-lapse is a training image of its own."""
+    reference: str = "clean"
+    """Folder (relative to --data) of clean references, only for `mmv-zoo evaluate` (training needs none)."""
+
+    @property
+    def has_exclusion(self) -> bool:
+        """Self-supervised images have no exclusion masks."""
+        return False
+
+
+DataLayout = Annotated[PairedFolders | CsvLayout | UnpairedFolders | SourceFolder, Field(discriminator="layout")]
 
 
 class RandomSplit(Strict):

@@ -209,6 +209,26 @@ class FNetSettings(_NetworkBase):
         return f
 
 
+class CAREUNetSettings(_NetworkBase):
+    """The U-Net of CARE and Noise2Void (mmv_zoo's own pure-torch implementation): two convolutions with
+    batch norm and ReLU per level, `depth` downsamplings by 2. N2V2 (Höck et al. 2022) uses it with
+    `blurpool: true` and `top_skip: false`."""
+
+    kind: Literal["care_unet"]
+    depth: int = Field(default=2, ge=1, le=5)
+    """Number of downsamplings by 2."""
+    channels: int = Field(default=32, ge=1)
+    """Feature channels of the first level; doubled at each level."""
+    batch_norm: bool = True
+    blurpool: bool = False
+    """Max-blur pooling (anti-aliased downsampling, N2V2) instead of max pooling."""
+    top_skip: bool = True
+    """The skip connection of the top level (N2V2 leaves it out)."""
+
+    def downsampling(self, spatial_dims: int) -> list[int]:
+        return [2**self.depth] * spatial_dims
+
+
 class BranchedERFNetSettings(_NetworkBase):
     """BranchedERFNet (ERFNet, Romera et al. 2018, with one decoder per output group, as in EmbedSeg,
     Lalit et al. 2021): factorized, dilated residual convolutions, three downsamplings by 2; one
@@ -278,6 +298,7 @@ NetworkSettings = Annotated[
     | SwinUNETRSettings
     | UNETRSettings
     | FNetSettings
+    | CAREUNetSettings
     | BranchedERFNetSettings
     | PythonNetworkSettings,
     Field(discriminator="kind"),
