@@ -158,6 +158,9 @@ def _layout_lines(entry: Any) -> list[str]:
         extra = [c for c in (layout.split_column, layout.exclusion_column) if c]
         return [f"`DIR/{layout.file}` lists the pairs: {cols}" + (f", plus {', '.join(f'`{c}`' for c in extra)}"
                                                                    if extra else "")]
+    if layout.layout == "source_folder":
+        return [f"{where} `{layout.source}/`: the noisy images alone (no targets; a single image is split by "
+                "region" + ("; every plane of a stack is an image" if layout.planes else "") + ")"]
     if layout.layout == "unpaired_folders":
         return [f"{where} `{layout.source}/` (images of the input domain) and `{layout.target}/` (the output "
                 "domain): two unrelated sets, names and counts need not match"]

@@ -3,8 +3,8 @@ with the two changes of N2V2 (Höck et al. 2022) as options: max-blur pooling in
 (`blurpool`) and no skip connection at the top level (`top_skip=False`), which together remove the
 checkerboard artefacts of blind-spot training.
 
-Each level is two 3x3 convolutions with batch norm and ReLU; the decoder upsamples (nearest) and
-concatenates the skip; a 1x1 convolution gives the output (no activation). `PerChannel` runs a
+Each level is two 3x3 convolutions with batch norm and ReLU; the decoder upsamples (bi- or trilinear)
+and concatenates the skip; a 1x1 convolution gives the output (no activation). `PerChannel` runs a
 one-channel network on every channel of its input on its own (channels denoised independently).
 
 This file imports only torch (the export may ship it as the standalone architecture).
@@ -26,13 +26,15 @@ def _norm(spatial_dims: int) -> type[nn.Module]:
 
 
 class ConvBlock(nn.Module):
-    """Two 3x3 convolutions, each followed by batch norm (optional) and ReLU."""
+    """Two 3x3 convolutions (`n_in` -> `n_mid` -> `n_out`, default `n_mid`), each followed by batch norm
+    (optional) and ReLU."""
 
-    def __init__(self, spatial_dims: int, n_in: int, n_out: int, batch_norm: bool = True) -> None:
+    def __init__(self, spatial_dims: int, n_in: int, n_mid: int, batch_norm: bool = True,
+                 n_out: int | None = None) -> None:
         super().__init__()
         conv, norm = _conv(spatial_dims), _norm(spatial_dims)
         layers: list[nn.Module] = []
-        for a, b in ((n_in, n_out), (n_out, n_out)):
+        for a, b in ((n_in, n_mid), (n_mid, n_out or n_mid)):
             layers.append(conv(a, b, kernel_size=3, padding=1))
             if batch_norm:
                 layers.append(norm(b))
@@ -67,13 +69,16 @@ class MaxBlurPool(nn.Module):
 
 
 class CAREUNet(nn.Module):
-    """U-Net with `depth` downsamplings by 2 and `channels` features at the top (doubled per level)."""
+    """U-Net with `depth` downsamplings by 2 and `channels` features at the top (doubled per level), in
+    the layout of CSBDeep's and CAREamics's N2V U-Net: the bottleneck and every decoder level end at the
+    width of the level above (so each skip is concatenated with as many channels as it brings)."""
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, depth: int = 2,
                  channels: int = 32, batch_norm: bool = True, blurpool: bool = False,
                  top_skip: bool = True) -> None:
         super().__init__()
         self.spatial_dims, self.depth, self.top_skip = spatial_dims, depth, top_skip
+        self.mode = "trilinear" if spatial_dims == 3 else "bilinear"
         widths = [channels * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList()
         self.pool = nn.ModuleList()
@@ -85,11 +90,12 @@ class CAREUNet(nn.Module):
             else:
                 self.pool.append(nn.MaxPool3d(2) if spatial_dims == 3 else nn.MaxPool2d(2))
             n_in = w
-        self.bottom = ConvBlock(spatial_dims, widths[-2], widths[-1], batch_norm)
+        self.bottom = ConvBlock(spatial_dims, widths[-2], widths[-1], batch_norm, n_out=widths[-2])
         self.up = nn.ModuleList()
         for level in reversed(range(depth)):
             skip = widths[level] if (level > 0 or top_skip) else 0
-            self.up.append(ConvBlock(spatial_dims, widths[level + 1] + skip, widths[level], batch_norm))
+            self.up.append(ConvBlock(spatial_dims, widths[level] + skip, widths[level], batch_norm,
+                                     n_out=widths[max(level - 1, 0)]))
         self.head = _conv(spatial_dims)(widths[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +107,7 @@ class CAREUNet(nn.Module):
         x = self.bottom(x)
         for i, block in enumerate(self.up):
             level = self.depth - 1 - i
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=False)
             if level > 0 or self.top_skip:
                 x = torch.cat([x, skips[level]], dim=1)
             x = block(x)

@@ -1,0 +1,318 @@
+"""Self-supervised denoising side by side: mmv_zoo's n2v framework against CAREamics 0.3.5 in one run.
+
+    .venv/bin/python bench/denoise_bench.py [--steps 1200] [--budget 300] [--venv DIR] [--quick]
+
+What it does:
+- Builds (once) a virtual environment with CAREamics 0.3.5 *and* this checkout of mmv_zoo, so both
+  tools train with the same torch build in the same way (one process each, one after the other).
+  CAREamics pins torch<2.14 and torchvision<=0.26, which on PyPI resolve to a CUDA build; PyPI's
+  torchvision does not load beside the CPU torch 2.13 wheel, and CAREamics imports torchvision when
+  it is imported. So the environment takes torch 2.14 with torchvision 0.29.1 (the releases on this
+  machine's disk; a CUDA build that runs on the CPU) and installs CAREamics with --no-deps plus its
+  other requirements. No code of CAREamics is copied: it is called through its public API.
+- Images with a clean reference, all bundled with mmv_zoo: a BBBC007 nucleus image (2D) and the
+  cells3d nucleus crop (3D), each with Poisson-Gaussian noise at two levels; the 2D image with
+  horizontally correlated noise (stripes, for structN2V); and the real noisy HybISS image (no
+  reference: throughput only).
+- The same network (U-Net depth 2, 32 channels, batch norm), patch, batch size, masked share (0.2 %),
+  neighbourhood (5), augmentation, constant learning rate (Adam 4e-4) and number of optimizer steps
+  for both; then, with `--budget`, the same wall-clock training time for both. Each tool validates
+  and checkpoints as it does by default: mmv_zoo every `--steps / --epochs` steps, CAREamics after
+  each pass over the image's patches (one or two batches for a single image).
+- Scores each output after its best affine fit onto the clean image (the tools output in their own
+  units): PSNR (data range of the clean image) and SSIM; baselines: the best Gaussian blur over a
+  range of sigmas (chosen with the clean image) and scikit-image's non-local means. Training
+  throughput: patches per second of the training loop (a callback times it, data loading included).
+
+Prints one table per phase, the differences to CAREamics and the throughput ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "mmv_zoo" / "sample_data"
+DEFAULT_VENV = Path(os.environ.get("MMV_ZOO_BENCH_VENV", Path.home() / ".cache" / "mmv_zoo" / "bench" / "careamics"))
+CAREAMICS_REQUIREMENTS = [
+    "bioimageio-core<=0.11.0,>=0.9.0", "lightning!=2.6.2,!=2.6.3,<=2.6.6,>=2.2", "matplotlib<=3.11.2",
+    "microssim<=0.0.5", "numpy<=2.4.6", "pillow<=13.0.0", "psutil<=7.2.2", "pydantic<=2.14.1,>=2.11",
+    "pyyaml<=6.0.3", "scikit-image<=0.26.0", "tifffile<=2026.3.3", "torchmetrics<1.9.0", "zarr>=3,<4",
+]
+LR = 4e-4
+ROI = 5
+MASKED_PERCENT = 0.2
+
+
+# ---------------------------------------------------------------- the environment
+
+def ensure_venv(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    marker = venv / ".mmv_zoo_bench_ready"
+    if marker.exists():
+        return python
+    print(f"building the benchmark environment in {venv} (once; about 6 GB) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.14.1", "torchvision==0.29.1"], check=True)
+    subprocess.run([*pip, "--no-deps", "careamics==0.3.5"], check=True)
+    subprocess.run([*pip, *CAREAMICS_REQUIREMENTS], check=True)
+    subprocess.run([*pip, "-e", str(ROOT)], check=True)
+    marker.write_text("ok\n")
+    return python
+
+
+# ---------------------------------------------------------------- images
+
+def poisson_gaussian(clean: np.ndarray, peak: float, read: float, rng: np.random.Generator) -> np.ndarray:
+    """Photon counts of `clean` scaled to `peak` photons, Poisson, plus Gaussian read noise."""
+    c = (clean - clean.min()) / (clean.max() - clean.min()) * peak
+    return (rng.poisson(c) + rng.normal(0, read, c.shape)).astype(np.float32)
+
+
+def striped(clean: np.ndarray, peak: float, read: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson noise plus Gaussian noise correlated along x over 3 pixels (horizontal stripes)."""
+    from scipy.ndimage import convolve1d
+
+    c = (clean - clean.min()) / (clean.max() - clean.min()) * peak
+    corr = convolve1d(rng.normal(0, read, c.shape), np.ones(3) / np.sqrt(3), axis=-1, mode="wrap")
+    return (rng.poisson(c) + corr).astype(np.float32)
+
+
+def images(quick: bool) -> list[dict]:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    clean2d = tifffile.imread(SAMPLES / "bbbc007" / "holdout" / "images" / "20P1_POS0007_D_1UL.tif").astype(np.float32)
+    clean3d = tifffile.imread(SAMPLES / "cells3d_nucleus_3d" / "noisy" / "nucleus.tif").astype(np.float32)
+    real = tifffile.imread(SAMPLES / "hybiss_2d" / "noisy" / "img_hybiss_2d.tif").astype(np.float32)
+    out = [
+        {"name": "bbbc007 2D, peak 30, read 3", "clean": clean2d, "noisy": poisson_gaussian(clean2d, 30, 3, rng),
+         "variants": ["n2v", "n2v2"]},
+        {"name": "bbbc007 2D, peak 10, read 3", "clean": clean2d, "noisy": poisson_gaussian(clean2d, 10, 3, rng),
+         "variants": ["n2v", "n2v2"]},
+        {"name": "bbbc007 2D, stripes", "clean": clean2d, "noisy": striped(clean2d, 30, 6, rng),
+         "variants": ["n2v", "structn2v"]},
+        {"name": "cells3d 3D, peak 30, read 3", "clean": clean3d, "noisy": poisson_gaussian(clean3d, 30, 3, rng),
+         "variants": ["n2v", "n2v2"]},
+        {"name": "cells3d 3D, peak 10, read 3", "clean": clean3d, "noisy": poisson_gaussian(clean3d, 10, 3, rng),
+         "variants": ["n2v", "n2v2"]},
+        {"name": "HybISS 2D (real noise)", "clean": None, "noisy": real, "variants": ["n2v"]},
+    ]
+    return out[:1] + out[3:4] if quick else out
+
+
+# ---------------------------------------------------------------- scoring
+
+def affine_fit(out: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    a, b = np.polyfit(out.ravel().astype(np.float64), clean.ravel().astype(np.float64), 1)
+    return (a * out + b).astype(np.float32)
+
+
+def scores(out: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import structural_similarity
+
+    fit = affine_fit(out, clean)
+    rng = float(clean.max() - clean.min())
+    mse = float(np.mean((fit.astype(np.float64) - clean) ** 2))
+    return 10 * np.log10(rng**2 / mse), float(structural_similarity(fit, clean, data_range=rng))
+
+
+def best_blur(noisy: np.ndarray, clean: np.ndarray) -> tuple[float, float, float]:
+    from scipy.ndimage import gaussian_filter
+
+    best = max(((scores(gaussian_filter(noisy, s), clean), s) for s in np.arange(0.5, 4.01, 0.25)),
+               key=lambda r: r[0][0])
+    return best[0][0], best[0][1], float(best[1])
+
+
+def nlm(noisy: np.ndarray) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+
+    x = (noisy - noisy.mean()) / noisy.std()
+    sigma = float(estimate_sigma(x))
+    return denoise_nl_means(x, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True)
+
+
+# ---------------------------------------------------------------- workers (run in the benchmark environment)
+
+def patch_and_batch(ndim: int) -> tuple[list[int], int]:
+    return ([64, 64], 32) if ndim == 2 else ([16, 32, 32], 8)
+
+
+def worker_mmv(args: argparse.Namespace) -> dict:
+    import pytorch_lightning as pl
+    import tifffile
+    import torch
+
+    from mmv_zoo.entry import load_entry
+    from mmv_zoo.predict.engine import Options, predict_array
+    from mmv_zoo.run import load_model
+    from mmv_zoo.training.train import train
+
+    noisy = np.load(args.image)
+    patch, batch = patch_and_batch(noisy.ndim)
+    entry_name = {2: "denoise_2d_n2v", 3: "denoise_3d_n2v"}[noisy.ndim]
+    if args.variant == "n2v2" and noisy.ndim == 2:
+        entry_name = "denoise_2d_n2v2"
+    overrides = [f"data.patch={patch}", f"training.batch_size={batch}", f"training.optimizer.lr={LR}",
+                 f"n2v.neighbourhood={ROI}", f"n2v.masked_fraction={MASKED_PERCENT / 100}", "training.num_workers=0",
+                 f"training.max_epochs={args.epochs}", f"training.patches_per_image={args.steps_per_epoch * batch}",
+                 "training.early_stopping=null", "training.checkpoint.last_every_n_steps=100000",
+                 "training.scheduler={kind: none}"]
+    if args.variant == "n2v2":
+        overrides += ["n2v.replacement=median", "network.blurpool=true", "network.top_skip=false"]
+    if args.variant == "structn2v":
+        overrides += ["n2v.struct_mask={axis: x, span: 5}"]
+    if args.budget:
+        overrides += [f"training.max_time={args.budget / 60}", "training.max_epochs=100000"]
+    else:
+        overrides += [f"training.max_steps={args.epochs * args.steps_per_epoch}"]
+    entry = load_entry(entry_name, overrides)
+    timer = _timer(pl.Callback)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "data" / "noisy").mkdir(parents=True)
+        tifffile.imwrite(Path(tmp) / "data" / "noisy" / "image.tif", noisy)
+        result = train(entry, Path(tmp) / "data", Path(tmp) / "runs", progress=False, callbacks=[timer])
+        model = load_model(result.folder)
+        with torch.inference_mode():  # predict_array normalizes the input as training did
+            out = predict_array(model, noisy[None], model.entry, options=Options(border="mirror"))[0]
+    np.save(args.out, out.astype(np.float32))
+    return {"seconds": timer.seconds, "steps": timer.steps, "patches_per_s": timer.steps * batch / timer.seconds}
+
+
+def worker_careamics(args: argparse.Namespace) -> dict:
+    import lightning.pytorch as lpl
+    from careamics import CAREamist
+    from careamics.config import create_advanced_n2v_config
+
+    noisy = np.load(args.image)
+    patch, batch = patch_and_batch(noisy.ndim)
+    axes = "YX" if noisy.ndim == 2 else "ZYX"
+    steps = args.epochs * args.steps_per_epoch
+    trainer: dict = {"max_time": {"seconds": int(args.budget)}} if args.budget else {"max_steps": steps}
+    config = create_advanced_n2v_config(
+        experiment_name="bench", data_type="array", axes=axes, patch_size=patch, batch_size=batch,
+        num_epochs=100000,  # an epoch is one pass over the patches of the image: `max_steps` (or time) ends it
+        augmentations=["x_flip", "y_flip", "rotate_90"],
+        use_n2v2=args.variant == "n2v2", roi_size=ROI, masked_pixel_percentage=MASKED_PERCENT,
+        struct_n2v_axes="horizontal" if args.variant == "structn2v" else "none", struct_n2v_span=5,
+        num_workers=0, trainer_params=trainer, model_params={"depth": 2, "num_channels_init": 32},
+        optimizer="Adam", optimizer_params={"lr": LR}, lr_scheduler="StepLR",
+        lr_scheduler_params={"step_size": 1, "gamma": 1.0}, seed=1)  # a constant learning rate, as for mmv_zoo
+    timer = _timer(lpl.Callback)
+    with tempfile.TemporaryDirectory() as tmp:
+        cam = CAREamist(config, work_dir=tmp, callbacks=[timer], enable_progress_bar=False)
+        cam.train(train_data=noisy)
+        pred, _ = cam.predict(noisy, data_type="array", axes=axes, tile_size=None)
+    out = np.squeeze(np.asarray(pred[0] if isinstance(pred, list) else pred))
+    np.save(args.out, out.astype(np.float32))
+    return {"seconds": timer.seconds, "steps": timer.steps, "patches_per_s": timer.steps * batch / timer.seconds}
+
+
+def _timer(base: type) -> object:
+    class Timer(base):  # type: ignore[misc, valid-type]
+        """Wall clock of the training loop (first to last training batch) and its step count."""
+
+        def __init__(self) -> None:
+            self.start, self.seconds, self.steps = None, 0.0, 0
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if self.start is None:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            self.steps += 1
+            self.seconds = time.perf_counter() - self.start
+
+    return Timer()
+
+
+# ---------------------------------------------------------------- the orchestrator
+
+def run_worker(python: Path, tool: str, variant: str, noisy: np.ndarray, args: argparse.Namespace,
+               budget: float | None) -> tuple[np.ndarray, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        image, out = Path(tmp) / "noisy.npy", Path(tmp) / "out.npy"
+        np.save(image, noisy)
+        cmd = [str(python), str(Path(__file__).resolve()), "--worker", tool, "--variant", variant, "--image",
+               str(image), "--out", str(out), "--epochs", str(args.epochs), "--steps-per-epoch",
+               str(args.steps // args.epochs)]
+        if budget:
+            cmd += ["--budget", str(budget)]
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONWARNINGS="ignore")
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise SystemExit(f"{tool} {variant} failed:\n{done.stderr[-3000:]}")
+        info = json.loads(done.stdout.strip().splitlines()[-1])
+        return np.load(out), info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=1200, help="optimizer steps per training (both tools)")
+    ap.add_argument("--epochs", type=int, default=12, help="epochs the steps are spread over (validation after each)")
+    ap.add_argument("--budget", type=float, default=0, help="also train every method for this many seconds")
+    ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
+    ap.add_argument("--quick", action="store_true", help="one 2D and one 3D image, N2V only")
+    ap.add_argument("--worker", choices=["mmv", "careamics"])
+    ap.add_argument("--variant", default="n2v")
+    ap.add_argument("--image")
+    ap.add_argument("--out")
+    ap.add_argument("--steps-per-epoch", type=int, default=100)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps((worker_mmv if args.worker == "mmv" else worker_careamics)(args)))
+        return
+    python = ensure_venv(args.venv)
+    print(f"load average at start: {os.getloadavg()}; steps {args.steps} over {args.epochs} epochs", flush=True)
+    phases = [("same steps", None)] + ([(f"same time ({args.budget:.0f} s)", args.budget)] if args.budget else [])
+    for phase, budget in phases:
+        print(f"\n=== {phase} ===", flush=True)
+        print(f"{'image':32} {'method':22} {'PSNR':>7} {'SSIM':>6} {'dPSNR vs CAREamics':>19} {'patches/s':>10} "
+              f"{'steps':>6}")
+        ratios = []
+        for img in images(args.quick):
+            noisy, clean = img["noisy"], img["clean"]
+            rows = []
+            if clean is not None:
+                rows.append(("noisy input", *scores(noisy, clean), None, None))
+                p, s, sigma = best_blur(noisy, clean)
+                rows.append((f"best Gaussian (s={sigma:g})", p, s, None, None))
+                rows.append(("non-local means", *scores(nlm(noisy), clean), None, None))
+            for variant in (["n2v"] if args.quick else img["variants"]):
+                results = {}
+                for tool in ("mmv", "careamics"):
+                    out, info = run_worker(python, tool, variant, noisy, args, budget)
+                    results[tool] = (out, info)
+                ours, theirs = results["mmv"], results["careamics"]
+                ratios.append(ours[1]["patches_per_s"] / theirs[1]["patches_per_s"])
+                if clean is not None:
+                    po, so = scores(ours[0], clean)
+                    pt, st = scores(theirs[0], clean)
+                    rows.append((f"mmv_zoo {variant}", po, so, po - pt, ours[1]))
+                    rows.append((f"CAREamics {variant}", pt, st, None, theirs[1]))
+                else:
+                    rows.append((f"mmv_zoo {variant}", float("nan"), float("nan"), None, ours[1]))
+                    rows.append((f"CAREamics {variant}", float("nan"), float("nan"), None, theirs[1]))
+            for method, p, s, d, info in rows:
+                dd = f"{d:+.2f}" if d is not None else ""
+                pps = f"{info['patches_per_s']:.1f}" if info else ""
+                steps = f"{info['steps']}" if info else ""
+                print(f"{img['name']:32} {method:22} {p:7.2f} {s:6.3f} {dd:>19} {pps:>10} {steps:>6}", flush=True)
+        print(f"throughput mmv_zoo / CAREamics (patches per second): "
+              f"{' '.join(f'{r:.2f}' for r in ratios)}; median {float(np.median(ratios)):.2f}")
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
