@@ -1,6 +1,6 @@
 """Self-supervised denoising side by side: mmv_zoo's n2v framework against CAREamics 0.3.5 in one run.
 
-    .venv/bin/python bench/denoise_bench.py [--steps 1200] [--budget 300] [--venv DIR] [--quick]
+    .venv/bin/python bench/denoise_bench.py [--steps 1200] [--budget 300 [--budget-all]] [--venv DIR] [--quick]
 
 What it does:
 - Builds (once) a virtual environment with CAREamics 0.3.5 *and* this checkout of mmv_zoo, so both
@@ -16,12 +16,14 @@ What it does:
   reference: throughput only).
 - The same network (U-Net depth 2, 32 channels, batch norm), patch, batch size, masked share (0.2 %),
   neighbourhood (5), augmentation, constant learning rate (Adam 4e-4) and number of optimizer steps
-  for both; then, with `--budget`, the same wall-clock training time for both. Each tool validates
-  and checkpoints as it does by default: mmv_zoo every `--steps / --epochs` steps, CAREamics after
-  each pass over the image's patches (one or two batches for a single image).
+  for both, 4 validation patches each; then, with `--budget`, the same wall-clock training time for
+  both (N2V on one 2D and one 3D image; every image and method with `--budget-all`). Each tool
+  validates and checkpoints when it does by default: mmv_zoo every `--steps / --epochs` steps,
+  CAREamics after each pass over the image's patches (one or two batches here).
 - Scores each output after its best affine fit onto the clean image (the tools output in their own
   units): PSNR (data range of the clean image) and SSIM; baselines: the best Gaussian blur over a
-  range of sigmas (chosen with the clean image) and scikit-image's non-local means. Training
+  range of sigmas and scikit-image's non-local means at its best strength (both chosen with the
+  clean image). Training
   throughput: patches per second of the training loop (a callback times it, data loading included).
 
 Prints one table per phase, the differences to CAREamics and the throughput ratios.
@@ -51,6 +53,8 @@ CAREAMICS_REQUIREMENTS = [
 LR = 4e-4
 ROI = 5
 MASKED_PERCENT = 0.2
+VAL_PATCHES = 4
+"""Validation patches of each tool (CAREamics takes them from the image it trains on)."""
 
 
 # ---------------------------------------------------------------- the environment
@@ -93,7 +97,8 @@ def images(quick: bool) -> list[dict]:
 
     rng = np.random.default_rng(0)
     clean2d = tifffile.imread(SAMPLES / "bbbc007" / "holdout" / "images" / "20P1_POS0007_D_1UL.tif").astype(np.float32)
-    clean3d = tifffile.imread(SAMPLES / "cells3d_nucleus_3d" / "noisy" / "nucleus.tif").astype(np.float32)
+    # x 50 -> 48: CAREamics predicts whole images only when every axis is a multiple of 4
+    clean3d = tifffile.imread(SAMPLES / "cells3d_nucleus_3d" / "noisy" / "nucleus.tif").astype(np.float32)[..., :48]
     real = tifffile.imread(SAMPLES / "hybiss_2d" / "noisy" / "img_hybiss_2d.tif").astype(np.float32)
     out = [
         {"name": "bbbc007 2D, peak 30, read 3", "clean": clean2d, "noisy": poisson_gaussian(clean2d, 30, 3, rng),
@@ -135,12 +140,18 @@ def best_blur(noisy: np.ndarray, clean: np.ndarray) -> tuple[float, float, float
     return best[0][0], best[0][1], float(best[1])
 
 
-def nlm(noisy: np.ndarray) -> np.ndarray:
-    from skimage.restoration import denoise_nl_means, estimate_sigma
+def best_nlm(noisy: np.ndarray, clean: np.ndarray) -> tuple[float, float, float]:
+    """scikit-image's non-local means on the z-scored image, noise sigma from the median absolute
+    difference of neighbours, the filter strength h (a multiple of sigma) chosen with the clean image."""
+    from skimage.restoration import denoise_nl_means
 
     x = (noisy - noisy.mean()) / noisy.std()
-    sigma = float(estimate_sigma(x))
-    return denoise_nl_means(x, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True)
+    d = np.diff(x, axis=-1)
+    sigma = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+    best = max(((scores(denoise_nl_means(x, h=f * sigma, sigma=sigma, patch_size=5, patch_distance=6,
+                                         fast_mode=True), clean), f) for f in (0.6, 0.8, 1.0, 1.2)),
+               key=lambda r: r[0][0])
+    return best[0][0], best[0][1], float(best[1])
 
 
 # ---------------------------------------------------------------- workers (run in the benchmark environment)
@@ -168,7 +179,7 @@ def worker_mmv(args: argparse.Namespace) -> dict:
                  f"n2v.neighbourhood={ROI}", f"n2v.masked_fraction={MASKED_PERCENT / 100}", "training.num_workers=0",
                  f"training.max_epochs={args.epochs}", f"training.patches_per_image={args.steps_per_epoch * batch}",
                  "training.early_stopping=null", "training.checkpoint.last_every_n_steps=100000",
-                 "training.scheduler={kind: none}"]
+                 "training.scheduler={kind: none}", f"training.val_patches_per_image={VAL_PATCHES}"]
     if args.variant == "n2v2":
         overrides += ["n2v.replacement=median", "network.blurpool=true", "network.top_skip=false"]
     if args.variant == "structn2v":
@@ -183,11 +194,12 @@ def worker_mmv(args: argparse.Namespace) -> dict:
         (Path(tmp) / "data" / "noisy").mkdir(parents=True)
         tifffile.imwrite(Path(tmp) / "data" / "noisy" / "image.tif", noisy)
         result = train(entry, Path(tmp) / "data", Path(tmp) / "runs", progress=False, callbacks=[timer])
-        model = load_model(result.folder)
+        model = load_model(result.last_checkpoint)  # the final weights, as CAREamics predicts with
         with torch.inference_mode():  # predict_array normalizes the input as training did
             out = predict_array(model, noisy[None], model.entry, options=Options(border="mirror"))[0]
     np.save(args.out, out.astype(np.float32))
-    return {"seconds": timer.seconds, "steps": timer.steps, "patches_per_s": timer.steps * batch / timer.seconds}
+    return {"seconds": timer.seconds, "steps": timer.steps, "patches": timer.patches,
+            "patches_per_s": timer.patches / timer.seconds}
 
 
 def worker_careamics(args: argparse.Namespace) -> dict:
@@ -203,7 +215,7 @@ def worker_careamics(args: argparse.Namespace) -> dict:
     config = create_advanced_n2v_config(
         experiment_name="bench", data_type="array", axes=axes, patch_size=patch, batch_size=batch,
         num_epochs=100000,  # an epoch is one pass over the patches of the image: `max_steps` (or time) ends it
-        augmentations=["x_flip", "y_flip", "rotate_90"],
+        augmentations=["x_flip", "y_flip", "rotate_90"], n_val_patches=VAL_PATCHES,
         use_n2v2=args.variant == "n2v2", roi_size=ROI, masked_pixel_percentage=MASKED_PERCENT,
         struct_n2v_axes="horizontal" if args.variant == "structn2v" else "none", struct_n2v_span=5,
         num_workers=0, trainer_params=trainer, model_params={"depth": 2, "num_channels_init": 32},
@@ -212,26 +224,32 @@ def worker_careamics(args: argparse.Namespace) -> dict:
     timer = _timer(lpl.Callback)
     with tempfile.TemporaryDirectory() as tmp:
         cam = CAREamist(config, work_dir=tmp, callbacks=[timer], enable_progress_bar=False)
-        cam.train(train_data=noisy)
+        cam.train(train_data=noisy, val_data=noisy)  # its own split of a small stack fails; validate on the image
         pred, _ = cam.predict(noisy, data_type="array", axes=axes, tile_size=None)
     out = np.squeeze(np.asarray(pred[0] if isinstance(pred, list) else pred))
     np.save(args.out, out.astype(np.float32))
-    return {"seconds": timer.seconds, "steps": timer.steps, "patches_per_s": timer.steps * batch / timer.seconds}
+    return {"seconds": timer.seconds, "steps": timer.steps, "patches": timer.patches,
+            "patches_per_s": timer.patches / timer.seconds}
 
 
 def _timer(base: type) -> object:
     class Timer(base):  # type: ignore[misc, valid-type]
-        """Wall clock of the training loop (first to last training batch) and its step count."""
+        """Wall clock of the training loop (first to last training batch), its steps and the patches they
+        held (a tool's last batch of an epoch may be smaller)."""
 
         def __init__(self) -> None:
-            self.start, self.seconds, self.steps = None, 0.0, 0
+            self.start, self.seconds, self.steps, self.patches = None, 0.0, 0, 0
 
-        def on_train_batch_start(self, trainer, *args) -> None:
+        def on_train_batch_start(self, trainer, module, batch, *args) -> None:
             if self.start is None:
                 self.start = time.perf_counter()
 
-        def on_train_batch_end(self, trainer, *args) -> None:
+        def on_train_batch_end(self, trainer, module, outputs, batch, *args) -> None:
             self.steps += 1
+            first = batch
+            while not hasattr(first, "shape"):  # a tuple of tensors, or of CAREamics's named tuples
+                first = first[0]
+            self.patches += int(first.shape[0])
             self.seconds = time.perf_counter() - self.start
 
     return Timer()
@@ -262,6 +280,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps per training (both tools)")
     ap.add_argument("--epochs", type=int, default=12, help="epochs the steps are spread over (validation after each)")
     ap.add_argument("--budget", type=float, default=0, help="also train every method for this many seconds")
+    ap.add_argument("--budget-all", action="store_true",
+                    help="the same-time phase on every image and method (default: the --quick subset)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     ap.add_argument("--quick", action="store_true", help="one 2D and one 3D image, N2V only")
     ap.add_argument("--worker", choices=["mmv", "careamics"])
@@ -275,21 +295,24 @@ def main() -> None:
         return
     python = ensure_venv(args.venv)
     print(f"load average at start: {os.getloadavg()}; steps {args.steps} over {args.epochs} epochs", flush=True)
-    phases = [("same steps", None)] + ([(f"same time ({args.budget:.0f} s)", args.budget)] if args.budget else [])
-    for phase, budget in phases:
+    phases = [("same steps", None, args.quick)]
+    if args.budget:
+        phases.append((f"same time ({args.budget:.0f} s)", args.budget, args.quick or not args.budget_all))
+    for phase, budget, quick in phases:
         print(f"\n=== {phase} ===", flush=True)
-        print(f"{'image':32} {'method':22} {'PSNR':>7} {'SSIM':>6} {'dPSNR vs CAREamics':>19} {'patches/s':>10} "
-              f"{'steps':>6}")
+        print(f"{'image':32} {'method':26} {'PSNR':>7} {'SSIM':>6} {'dPSNR vs CAREamics':>19} {'patches/s':>10} "
+              f"{'steps':>6} {'patches':>8}")
         ratios = []
-        for img in images(args.quick):
+        for img in images(quick):
             noisy, clean = img["noisy"], img["clean"]
             rows = []
             if clean is not None:
                 rows.append(("noisy input", *scores(noisy, clean), None, None))
                 p, s, sigma = best_blur(noisy, clean)
                 rows.append((f"best Gaussian (s={sigma:g})", p, s, None, None))
-                rows.append(("non-local means", *scores(nlm(noisy), clean), None, None))
-            for variant in (["n2v"] if args.quick else img["variants"]):
+                p, s, h = best_nlm(noisy, clean)
+                rows.append((f"non-local means (h={h:g}s)", p, s, None, None))
+            for variant in (["n2v"] if quick else img["variants"]):
                 results = {}
                 for tool in ("mmv", "careamics"):
                     out, info = run_worker(python, tool, variant, noisy, args, budget)
@@ -308,7 +331,9 @@ def main() -> None:
                 dd = f"{d:+.2f}" if d is not None else ""
                 pps = f"{info['patches_per_s']:.1f}" if info else ""
                 steps = f"{info['steps']}" if info else ""
-                print(f"{img['name']:32} {method:22} {p:7.2f} {s:6.3f} {dd:>19} {pps:>10} {steps:>6}", flush=True)
+                patches = f"{info['patches']}" if info else ""
+                print(f"{img['name']:32} {method:26} {p:7.2f} {s:6.3f} {dd:>19} {pps:>10} {steps:>6} {patches:>8}",
+                      flush=True)
         print(f"throughput mmv_zoo / CAREamics (patches per second): "
               f"{' '.join(f'{r:.2f}' for r in ratios)}; median {float(np.median(ratios)):.2f}")
     print(f"load average at end: {os.getloadavg()}")

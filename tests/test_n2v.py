@@ -157,6 +157,9 @@ def test_n2v_entries_train_on_a_folder_of_noisy_images(name, data, tmp_path, cap
     stem = next((data / "noisy").iterdir()).name.split(".")[0]
     assert info["train_files"] == [f"{stem}_train_region"] and info["val_files"] == [f"{stem}_val_region"]
     assert info["status"] == "complete" and info["steps"] == 2
+    assert info["monitor"] == "last"  # the entries predict with their latest weights (best.ckpt is the last epoch's)
+    best = torch.load(run / info["best_checkpoint"], weights_only=False)
+    assert best["global_step"] == info["steps"]
     metrics = (run / "metrics.csv").read_text().splitlines()
     assert "val_metric" in metrics[0] and len(metrics) > 1
 

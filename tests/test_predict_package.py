@@ -99,8 +99,10 @@ def test_a_package_halo_can_be_given_and_is_checked(foreign_zip, tmp_path):
 
     predictor = open_predictor(foreign_zip, options=Options(halo=[3, 4]))
     assert predictor.halo == [3, 4]  # instead of the halo the package declares
-    with pytest.raises(DataError, match=r"--halo \[3\]: give 2 values >= 0, one per space axis \['y', 'x'\]"):
-        open_predictor(foreign_zip, options=Options(halo=[3]))
+    assert open_predictor(foreign_zip, options=Options(halo=[6])).halo == [6, 6]  # one value: every axis
+    with pytest.raises(DataError, match=r"--halo \[3, 4, 5\]: give one value >= 0, or 2, one per space axis "
+                                        r"\['y', 'x'\]"):
+        open_predictor(foreign_zip, options=Options(halo=[3, 4, 5]))
 
 
 def test_our_package_matches_our_run(our_zip, run_2d, data_2d, tmp_path):

@@ -185,6 +185,26 @@ def test_image_border_tiles_reproduce_one_pass_over_the_image(shape):
         np.prod(valid) / np.prod(shape))  # one tile: the image padded to a valid size, nothing more
 
 
+@pytest.mark.parametrize("shape", [(100, 90), (64, 150)])
+def test_image_border_tiles_of_a_fixed_size_cover_a_larger_image(shape):
+    """A package whose input has one fixed size (as CAREamics exports them): with the `image` border
+    the tiles move inside the image, and with a halo covering the receptive field the result equals
+    the network's pass over the whole image."""
+    torch.manual_seed(0)
+    net = convs(3, norm=False).eval()
+
+    def forward(b: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(b)).numpy()
+
+    x = np.random.default_rng(2).random((1, *shape), dtype=np.float32)
+    direct = forward(x[None])[0]
+    plan = plan_tiles(shape, [SizeRule(min=64, step=0)] * 2, [8, 8], budget=10**7, border="image")
+    assert len(plan) > 1
+    tiled = predict_tiled(forward, x, plan, batch_size=2)
+    np.testing.assert_allclose(tiled, direct, atol=1e-5)
+
+
 def test_unknown_border_is_refused():
     with pytest.raises(ValueError, match="border 'zero'"):
         plan_tiles((16, 16), [SizeRule(min=8, step=8)] * 2, [8, 8], budget=10**4, border="zero")

@@ -212,5 +212,5 @@ class InstanceDataModule(PairedDataModule):
         scale = [a.scale for a in entry.inputs[0].space_axes]
         self.train_set = InstancePatchDataset(train, data.patch, training.patches_per_image, data.augment, settings,
                                               scale, training.seed)
-        self.val_set = InstancePatchDataset(val, data.patch, max(2, training.patches_per_image // 2), None,
+        self.val_set = InstancePatchDataset(val, data.patch, training.val_patches, None,
                                             settings, scale, training.seed + 1)

@@ -130,7 +130,7 @@ def build_patch_sets(train_pairs: list[Pair], val_pairs: list[Pair], entry: Any)
     train_set = PatchDataset([loaded[i] for i in train_idx], data.patch, training.patches_per_image, data.augment,
                              training.seed, loader=loader, partial=partial,
                              foreground_fraction=data.sampling.foreground_fraction, exclusion=exclusion)
-    val_set = PatchDataset([loaded[i] for i in val_idx], data.patch, max(2, training.patches_per_image // 2), None,
+    val_set = PatchDataset([loaded[i] for i in val_idx], data.patch, training.val_patches, None,
                            training.seed + 1, loader=loader, exclusion=exclusion)
     return PatchSets(train_set, val_set, [everything[i] for i in train_idx], [everything[i] for i in val_idx],
                      sorted(problems.values()), cache)

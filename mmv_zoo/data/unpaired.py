@@ -168,5 +168,5 @@ class UnpairedDataModule(PatchDataModule):
         na, nb = len(self.train_a), len(self.train_b)
         self.train_set = UnpairedPatchDataset(a[:na], b[:nb], data.patch, training.patches_per_image, data.augment,
                                               training.seed)
-        self.val_set = UnpairedPatchDataset(a[na:], b[nb:], data.patch, max(2, training.patches_per_image // 2), None,
+        self.val_set = UnpairedPatchDataset(a[na:], b[nb:], data.patch, training.val_patches, None,
                                             training.seed + 1)

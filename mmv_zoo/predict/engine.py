@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
 from ..frameworks.base import task_postprocess
-from ..settings.predict import Options
+from ..settings.predict import Options, halo_per_axis
 from ..transforms.normalize import normalizer
 from .halo import entry_halo
 from .memory import probe_size, voxel_budget
@@ -108,12 +107,8 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
 def tile_halo(entry: Any, net: Any, wanted: list[int] | None = None) -> list[int]:
     """What each tile is cropped by per space axis: `wanted` (`Options.halo`), else the network's
     measured receptive field (exact tiling)."""
-    if wanted is None:
-        return entry_halo(entry, net)[0]
-    if len(wanted) != entry.spatial_dims or min(wanted) < 0:
-        axes = [a.id for a in entry.inputs[0].space_axes]
-        raise DataError(f"--halo {wanted}: give {entry.spatial_dims} values >= 0, one per space axis {axes}")
-    return list(wanted)
+    wanted = halo_per_axis(wanted, [a.id for a in entry.inputs[0].space_axes])
+    return entry_halo(entry, net)[0] if wanted is None else wanted
 
 
 def postprocess(y: np.ndarray, entry: Any, probabilities: bool = False,

@@ -24,6 +24,7 @@ from ..frameworks.embedseg.embedding import axes_spacing
 from ..run import RunFolder
 from ..settings.embedseg import EmbedSegSettings
 from ..settings.networks import SizeRule
+from ..settings.predict import halo_per_axis
 from .predictor import Predictor
 from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
@@ -266,10 +267,7 @@ class PackagePredictor(Predictor):
             if self.plan_rules is None:
                 raise DataError(f"{source}: --halo: this package's output is not its input's size, so "
                                 "bioimageio.core tiles it with its own halo")
-            if len(halo) != self.spatial_dims or min(halo) < 0:
-                raise DataError(f"--halo {halo}: give {self.spatial_dims} values >= 0, one per space axis "
-                                f"{self.space_ids}")
-            self.halo = list(halo)
+            self.halo = halo_per_axis(halo, self.space_ids)
         self.seed_threshold = seed_threshold
         self.instances = None if raw else instance_settings(descr, source)
 

@@ -95,8 +95,8 @@ class TilePlan:
 def _clipped_span(start: int, halo: int, tile: int, rule: SizeRule, n: int) -> tuple[int, int]:
     """`image` border: the tile [start - halo, start - halo + tile) clipped to the image padded to its
     next valid size, then grown back to a valid size on the side inside the image (more real
-    context, never padding)."""
-    extent = rule.fit(n)
+    context, never padding). A fixed size (step 0) smaller than the image is moved inside it."""
+    extent = max(n, rule.min) if rule.step == 0 else rule.fit(n)
     lo, hi = max(0, start - halo), min(extent, start - halo + tile)
     size = min(rule.fit(hi - lo), extent)
     if lo == 0:

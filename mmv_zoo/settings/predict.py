@@ -41,13 +41,23 @@ class Options(Strict):
     over the image; default for runs) or mirror (the image mirrored by the halo, as bioimageio.core
     predicts; default for packages and entries)."""
     halo: list[int] | None = None
-    """Pixels each tile is cropped by per space axis (z, y, x or y, x); default: the network's measured
-    receptive field, which makes tiling exact. Smaller is faster and approximate."""
+    """Pixels each tile is cropped by per space axis (z, y, x or y, x; one value for all); default: the
+    network's measured receptive field, which makes tiling exact. Smaller is faster and approximate."""
 
     @classmethod
     def checked(cls, **values: object) -> Options:
         """Options from the command line; DataError naming the option (`--border`) otherwise."""
         return _checked(cls, values)
+
+
+def halo_per_axis(halo: list[int] | None, axes: list[str]) -> list[int] | None:
+    """`--halo` with one value per space axis in `axes` (a single value applies to each); DataError else."""
+    if halo is None:
+        return None
+    each = halo * len(axes) if len(halo) == 1 else halo
+    if len(each) != len(axes) or min(each) < 0:
+        raise DataError(f"--halo {halo}: give one value >= 0, or {len(axes)}, one per space axis {axes}")
+    return list(each)
 
 
 def _span(name: str, value: str | None) -> tuple[int, int] | None:

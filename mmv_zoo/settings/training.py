@@ -171,6 +171,14 @@ class TrainingSettings(Strict):
     batch_size: int = Field(default=8, ge=1)
     patches_per_image: int = Field(default=8, ge=1)
     """Random patches drawn from each training image per epoch."""
+    val_patches_per_image: int | None = Field(default=None, ge=1)
+    """Fixed patches of each validation image, scored after every epoch (default: half of
+    `patches_per_image`, at least 2)."""
+
+    @property
+    def val_patches(self) -> int:
+        """Patches per validation image."""
+        return self.val_patches_per_image or max(2, self.patches_per_image // 2)
     num_workers: int = Field(default=0, ge=0)
     """Data-loader worker processes (0: load in the main process)."""
     optimizer: OptimizerSettings = AdamWOptimizer(kind="adamw")
@@ -195,8 +203,9 @@ class TrainingSettings(Strict):
     deterministic: bool = False
     """Use deterministic algorithms only (reproducible to the bit on the same machine, slower)."""
     check_val_every_n_epoch: int = Field(default=1, ge=1)
-    checkpoint_monitor: Literal["val_loss", "val_metric"] = "val_loss"
-    """The quantity that picks the best checkpoint."""
+    checkpoint_monitor: Literal["val_loss", "val_metric", "last"] = "val_loss"
+    """The quantity that picks the best checkpoint (`best.ckpt`, what predict and export use); `last`:
+    the weights at the end of the latest epoch (for a validation too noisy to pick by, e.g. n2v's)."""
     checkpoint: CheckpointSettings = CheckpointSettings()
     early_stopping: EarlyStoppingSettings | None = None
     """Stop early when validation stops improving (off when unset)."""

@@ -159,9 +159,10 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         check_disk_space(folder, model, entry)
     monitor = t.checkpoint_monitor
     mode = "min" if monitor == "val_loss" else "max"
-    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=monitor, mode=mode,
-                                 save_top_k=t.checkpoint.save_top_k, every_n_epochs=t.checkpoint.every_n_epochs,
-                                 save_last=False)
+    latest = monitor == "last"  # best.ckpt: the end of the latest epoch
+    checkpoint = ModelCheckpoint(dirpath=run.checkpoints, filename="best", monitor=None if latest else monitor,
+                                 mode=mode, save_top_k=1 if latest else t.checkpoint.save_top_k,
+                                 every_n_epochs=t.checkpoint.every_n_epochs, save_last=False)
     last = LastCheckpoint(run.last_checkpoint, t.checkpoint.last_every_n_steps)
     callbacks = [checkpoint, last, StopOnNonFiniteLoss(), *(callbacks or [])]
     early = None
