@@ -53,6 +53,14 @@ def test_help_is_a_subprocess_without_heavy_imports():
     assert "HEAVY []" in res.stdout
 
 
+@pytest.mark.parametrize("args", [["data", "pull"], ["predict"], ["export"]])
+def test_a_verb_missing_its_argument_prints_its_usage(args, capsys):
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    assert f"Usage: mmv-zoo {' '.join(args)} [OPTIONS]" in out + err
+    assert "Missing argument" in out + err and "MissingParameter" not in out + err
+
+
 def test_list_and_show(capsys):
     code, out, _ = run_cli(["list"], capsys)
     assert code == 0
@@ -138,8 +146,6 @@ def test_predict_bad_inputs(capsys, run_2d, data_3d, tmp_path):
     out = tmp_path / "out"
     code, _, err = run_cli(["predict", str(run_2d), str(tmp_path / "missing.tif"), "--out", str(out)], capsys)
     assert_clean_error(code, err, "missing.tif", "no such file")
-    code, _, err = run_cli(["predict", str(run_2d), str(data_3d / "low" / "stack0.tif"), "--out", str(out)], capsys)
-    assert_clean_error(code, err, "stack0.tif", "is 3D")
     code, _, err = run_cli(["predict", str(tmp_path), str(data_3d / "low" / "stack0.tif"), "--out", str(out)], capsys)
     assert_clean_error(code, err, "not a complete run")
     image = str(data_3d / "low" / "stack0.tif")  # an image given where the model goes
@@ -271,3 +277,32 @@ def test_export_refuses_to_replace_and_bad_paths(capsys, run_2d, tmp_path):
     code, _, err = run_cli(["export", str(run_2d), "--out", str(tmp_path / "m.zip"), "--formats", "tflite"], capsys)
     assert_clean_error(code, err, "tflite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "model.zip"]
+
+
+def test_training_without_a_terminal_prints_one_line_per_epoch(data_2d, tmp_path):
+    """Output piped to a file (a log, a cluster job): no progress bar, a flushed line per epoch."""
+    exe = Path(sys.executable).with_name("mmv-zoo")
+    sets = [a for s in [*TINY_2D, "training.max_epochs=3"] for a in ("--set", s)]
+    with open(tmp_path / "log.txt", "w") as log:
+        res = subprocess.run([str(exe), "train", "nuclei_semseg_2d", "--data", str(data_2d), "--out",
+                              str(tmp_path / "runs"), *sets], stdout=log, stderr=subprocess.PIPE, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == ["1/3", "2/3", "3/3"], lines
+    for line in epochs:
+        assert "train_loss" in line and "val_loss" in line and "val_metric" in line and line.endswith(" s")
+    assert "\r" not in (tmp_path / "log.txt").read_text() and "trained nuclei_semseg_2d" in lines[len(epochs)]
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_lets_openmp_threads_sleep_unless_told_otherwise(given, seen):
+    code = ("import atexit, os, sys; sys.argv = ['mmv-zoo', 'list']\n"
+            "atexit.register(lambda: print('POLICY', os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules))\n"
+            "from mmv_zoo.cli.app import main; main()")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"POLICY {seen} False" in res.stdout  # set before anything loaded torch's OpenMP runtime

@@ -10,7 +10,7 @@ from mmv_zoo.data.dataset import PatchDataset, augment, load_pair
 from mmv_zoo.data.pairs import Pair, find_pairs, split_pairs
 from mmv_zoo.entry import load_entry
 from mmv_zoo.errors import DataError
-from mmv_zoo.io.read import read_image
+from mmv_zoo.io.read import Image, read_image, select_channels
 from mmv_zoo.settings.data import AugmentSettings, CenterNorm, PercentileNorm, StandardNorm
 from mmv_zoo.transforms.normalize import normalize
 
@@ -167,3 +167,12 @@ def test_3d_image_for_2d_entry_is_refused(data_3d):
     with pytest.raises(DataError, match="single 2D plane"):
         tifffile.imwrite(data_3d.parent / "plane.tif", np.zeros((8, 8), np.uint8))
         read_image(data_3d.parent / "plane.tif", 3)
+
+
+def test_a_grey_image_saved_as_rgb_trains_as_one_channel(tmp_path):
+    grey = np.random.default_rng(0).integers(0, 255, (16, 20)).astype(np.uint8)
+    rgba = Image(np.stack([grey, grey, grey, np.full_like(grey, 255)]), tmp_path / "g.png", {}, [])
+    np.testing.assert_array_equal(select_channels(rgba, 1), grey[None])
+    colour = Image(np.stack([grey, grey[::-1], grey]), tmp_path / "c.png", {}, [])
+    with pytest.raises(DataError, match=r"c.png: has 3 channel\(s\) but the entry's inputs\[0\] takes 1"):
+        select_channels(colour, 1)

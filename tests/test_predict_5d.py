@@ -134,14 +134,59 @@ def test_bad_selections_are_one_line_errors(run_3d, run_2d, stack_5d, tmp_path, 
     code, _, err = run_cli(["predict", str(run_3d), str(path), "--out", str(tmp_path / "o"), "--channels", "1",
                             "--t", "1:5"], capsys)
     assert_clean_error(code, err, "--t 1:5", "2 t position(s)")
-    code, _, err = run_cli(["predict", str(run_2d), str(path), "--out", str(tmp_path / "o"), "--channels", "1"],
-                           capsys)
-    assert_clean_error(code, err, "is 3D", "--z")
     assert not (tmp_path / "o").exists()
     # one plane of the stack through the 2D model
     code, out, _ = run_cli(["predict", str(run_2d), str(path), "--out", str(tmp_path / "o"), "--channels", "1",
                             "--z", "5", "--t", "0"], capsys)
     assert code == 0 and read_image(tmp_path / "o" / "timelapse.ome.tiff", 2).data.shape == (1, 40, 44)
+
+
+def test_a_2d_model_predicts_a_stack_plane_by_plane(run_2d, data_2d, tmp_path, capsys):
+    """A 10-plane stack (and a time-lapse of them) given to a 2D model: one stack out, each plane equal
+    to predicting that plane alone; the CLI says so in a note."""
+    planes = [tifffile.imread(p) for p in sorted((data_2d / "images").iterdir())]
+    stack = np.stack([np.roll(planes[i % 3], 7 * i, axis=1) for i in range(10)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, metadata={"axes": "ZYX"})
+    code, out, _ = run_cli(["predict", str(run_2d), str(tmp_path / "stack.tif"), "--out", str(tmp_path / "o"),
+                            "--probabilities"], capsys)
+    assert code == 0 and "a 2D model on 10 Z planes: predicted plane by plane" in out
+    got = read_image(tmp_path / "o" / "stack.ome.tiff", 3).data
+    assert got.shape == (2, 10, 96, 96)
+    model = load_model(run_2d)
+    for z in (0, 4, 9):
+        alone = engine.predict_array(model, stack[z][None].astype(np.float32), model.entry)
+        np.testing.assert_allclose(got[:, z], alone, atol=1e-5)
+    # a time-lapse of stacks, streamed tile by tile into OME-Zarr: (T, Z) planes
+    tifffile.imwrite(tmp_path / "tl.tif", np.stack([stack[:3], stack[3:6]]), metadata={"axes": "TZYX"})
+    (res,) = predict_files(run_2d, [tmp_path / "tl.tif"], tmp_path / "z", options=Options(probabilities=True),
+                           selection=Selection(format="ome-zarr"))
+    from bioio import BioImage
+
+    tczyx = BioImage(res.output).get_image_data("TCZYX")
+    assert tczyx.shape == (2, 2, 3, 96, 96)
+    np.testing.assert_allclose(tczyx[1, :, 2], got[:, 5], atol=1e-5)
+
+
+def test_a_grey_image_saved_as_rgb_predicts_as_its_grey_channel(run_2d, data_2d, tmp_path, capsys):
+    grey = tifffile.imread(sorted((data_2d / "images").iterdir())[0])
+    grey8 = (255 * (grey - grey.min()) / (grey.max() - grey.min())).astype(np.uint8)
+    from PIL import Image as PILImage
+
+    PILImage.fromarray(np.stack([grey8] * 3, axis=-1)).save(tmp_path / "rgb.png")
+    PILImage.fromarray(np.dstack([grey8] * 3 + [np.full_like(grey8, 255)])).save(tmp_path / "rgba.png")
+    PILImage.fromarray(grey8).save(tmp_path / "grey.png")
+    code, out, _ = run_cli(["predict", str(run_2d), str(tmp_path / "rgb.png"), str(tmp_path / "rgba.png"),
+                            str(tmp_path / "grey.png"), "--out", str(tmp_path / "o"), "--probabilities"], capsys)
+    assert code == 0 and "rgb.png: its 3 channels hold one grey image" in out and "rgba.png: its 4" in out
+    want = read_image(tmp_path / "o" / "grey.ome.tiff", 2).data
+    for name in ("rgb", "rgba"):
+        np.testing.assert_array_equal(read_image(tmp_path / "o" / f"{name}.ome.tiff", 2).data, want)
+    # a real colour image is still refused, naming its channels
+    colour = np.stack([grey8, grey8[::-1], grey8], axis=-1)
+    PILImage.fromarray(colour).save(tmp_path / "colour.png")
+    code, _, err = run_cli(["predict", str(run_2d), str(tmp_path / "colour.png"), "--out", str(tmp_path / "c")],
+                           capsys)
+    assert_clean_error(code, err, "colour.png", "3 channel(s)", "--channels")
 
 
 def test_nan_input_is_refused(run_2d, tmp_path):

@@ -3,6 +3,7 @@ imported at start-up; each verb imports what it needs."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -300,6 +301,8 @@ def predict(
         def report(p) -> None:
             state = "[yellow]skipped (exists)[/yellow]" if p.skipped else "[green]wrote[/green]"
             console.print(f"{state} {p.output}  <-  {p.input}", highlight=False, soft_wrap=True)
+            for note in p.notes:
+                console.print(f"[dim]note:[/dim] {note}", highlight=False, soft_wrap=True)
 
         def tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total)
@@ -503,11 +506,15 @@ def test_package(
 
 
 def main() -> None:
-    """Console entry point: user errors become one red line and exit code 1 (tracebacks with --debug)."""
+    """Console entry point: user errors become one red line and exit code 1 (tracebacks with --debug).
+
+    OpenMP threads sleep rather than spin while they wait (unless OMP_WAIT_POLICY is set): spinning
+    threads made small training steps 5-30x slower on shared cores (bench/omp_policy.py)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads the OpenMP runtime
     from ..errors import MmvZooError
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="mmv-zoo")
     except MmvZooError as e:
         if STATE["debug"]:
             raise
@@ -521,10 +528,8 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(1)
-    except Exception as e:  # click usage errors and unexpected failures
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors (typer's own click: they show the verb's usage) and failures
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         if STATE["debug"]:

@@ -69,6 +69,15 @@ def count_timepoints(path: str | Path) -> int:
     return open_image(Path(path)).scene(0).T
 
 
+def is_grey_as_colour(data: np.ndarray) -> bool:
+    """True for a grey image saved as RGB or RGBA (common for PNG and JPEG exports): 3 or 4 channels
+    (C first), the first three equal, a fourth (alpha) constant."""
+    if data.shape[0] not in (3, 4):
+        return False
+    same = bool(np.array_equal(data[0], data[1]) and np.array_equal(data[0], data[2]))
+    return same and (data.shape[0] == 3 or bool((data[3] == data[3].flat[0]).all()))
+
+
 def select_channels(image: Image, n_channels: int, channels: list[int] | None = None) -> np.ndarray:
     """The channels the entry takes: all when the count matches, else the given indices."""
     data = image.data
@@ -77,6 +86,8 @@ def select_channels(image: Image, n_channels: int, channels: list[int] | None = 
         if bad:
             raise DataError(f"{image.path}: has {data.shape[0]} channel(s), no channel index {bad}")
         data = data[channels]
+    if channels is None and n_channels == 1 and is_grey_as_colour(data):
+        return data[:1]  # a grey image saved as RGB(A): its one channel
     if data.shape[0] != n_channels:
         raise DataError(
             f"{image.path}: has {data.shape[0]} channel(s) but the entry's inputs[0] takes {n_channels}"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..io.read import image_stem
+from ..io.read import image_stem, is_grey_as_colour
 from ..io.source import ImageSource, open_image
 from ..io.writers import choose_format, open_writer, output_name
 from ..settings.predict import Selection
@@ -103,14 +103,20 @@ def predict_file(predictor: Predictor, path: Path, out: Path, selection: Selecti
     return results
 
 
-def _channels(predictor: Predictor, src: ImageSource, scene: int, wanted: list[int | str] | None) -> list[int]:
+def _channels(predictor: Predictor, src: ImageSource, scene: int, wanted: list[int | str] | None,
+              z: int) -> tuple[list[int], str | None]:
+    """The channels to predict, and a note when a grey image saved as RGB(A) is read as its one channel."""
     info = src.scene(scene)
     chans = src.channel_indices(wanted, scene) if wanted is not None else list(range(info.C))
-    if len(chans) != predictor.in_channels:
-        listing = ", ".join(f"{i} {n!r}" for i, n in enumerate(info.channel_names))
-        raise DataError(f"{src.path}: has {info.C} channel(s) ({listing}) but the model takes "
-                        f"{predictor.in_channels}; pick them with --channels (indices or names)")
-    return chans
+    if len(chans) == predictor.in_channels:
+        return chans, None
+    if wanted is None and predictor.in_channels == 1 and info.C in (3, 4):
+        plane = FrameSource(src, scene, 0, chans, (z, z + 1), 2).whole()
+        if is_grey_as_colour(plane):
+            return [0], f"{src.path.name}: its {info.C} channels hold one grey image; predicted as one channel"
+    listing = ", ".join(f"{i} {n!r}" for i, n in enumerate(info.channel_names))
+    raise DataError(f"{src.path}: has {info.C} channel(s) ({listing}) but the model takes "
+                    f"{predictor.in_channels}; pick them with --channels (indices or names)")
 
 
 def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path, sel: Selection, overwrite: bool,
@@ -118,12 +124,13 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
     path = src.path
     info = src.scene(scene)
     stem = image_stem(path) + scene_suffix(src, scene)
-    chans = _channels(predictor, src, scene, sel.channels)
     t0, t1 = _frames(path, info.T, sel.t, "t")
     z0, z1 = _frames(path, info.Z, sel.z, "z")
     nz = z1 - z0
+    chans, note = _channels(predictor, src, scene, sel.channels, z0)
+    notes = [note] if note else []
     if predictor.spatial_dims == 2 and nz > 1:
-        raise DataError(f"{path}: is 3D ({nz} Z slices) but the model is 2D; pick one plane with --z, e.g. --z 0:1")
+        notes.append(f"{path.name}: a 2D model on {nz} Z planes: predicted plane by plane into one stack")
     if predictor.spatial_dims == 3 and nz == 1:
         raise DataError(f"{path}: is a single 2D plane but the model is 3D")
     n_out = max(1, predictor.out_channels)
@@ -143,10 +150,13 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
                                       overwrite=overwrite)
         return holder["w"]
 
+    # a 2D model predicts a stack plane by plane (each plane normalized on its own, as if alone)
+    planes = [(z, z + 1) for z in range(z0, z1)] if predictor.spatial_dims == 2 else [(z0, z1)]
     try:
         for t in range(t0, t1):
-            frame = FrameSource(src, scene, t, chans, (z0, z1), predictor.spatial_dims)
-            _predict_frame(predictor, frame, t - t0, writer, on_tile)
+            for z, (lo, hi) in enumerate(planes):
+                frame = FrameSource(src, scene, t, chans, (lo, hi), predictor.spatial_dims)
+                _predict_frame(predictor, frame, t - t0, z, writer, on_tile)
         if "w" in holder:
             holder["w"].commit()
     except BaseException as e:
@@ -157,12 +167,13 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
         if isinstance(e, RuntimeError) and not isinstance(e, DataError):  # e.g. out of memory: name the file
             raise DataError(f"{path}: prediction failed ({str(e).splitlines()[0][:200]})") from None
         raise
-    return Prediction(path, target, scene=src.scenes[scene], frames=t1 - t0)
+    return Prediction(path, target, scene=src.scenes[scene], frames=t1 - t0, notes=notes)
 
 
-def _predict_frame(predictor: Predictor, frame: FrameSource, t: int, writer: Callable[..., Any],
+def _predict_frame(predictor: Predictor, frame: FrameSource, t: int, z: int, writer: Callable[..., Any],
                    on_tile: Callable[[int, int], None] | None) -> None:
-    """Predict one frame into time point `t` of the output (streamed tile by tile for our runs)."""
+    """Predict one frame into time point `t` of the output (streamed tile by tile for our runs); a 2D
+    model's frame is plane `z` of it."""
     def sample() -> np.ndarray:
         pixels = frame.stats_sample()
         if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
@@ -175,7 +186,7 @@ def _predict_frame(predictor: Predictor, frame: FrameSource, t: int, writer: Cal
 
         def target(channels: int, dtype: Any) -> Any:
             region = writer(channels, dtype, names_box["names"]).region(t)
-            return region if frame.dims == 3 else _Plane(region)
+            return region if frame.dims == 3 else _Plane(region, z)
 
         names_box["names"] = predictor.output_names()
         predictor.predict(frame, out=target, stats=sample, on_tile=on_tile)
@@ -184,24 +195,27 @@ def _predict_frame(predictor: Predictor, frame: FrameSource, t: int, writer: Cal
     x = x if x.shape == frame.shape else frame.whole()
     y, names = predictor(x)
     region = writer(y.shape[0], y.dtype, names).region(t)
-    region[...] = y if frame.dims == 3 else y[:, None]
+    if frame.dims == 3:
+        region[...] = y
+    else:
+        _Plane(region, z)[...] = y
     if on_tile is not None:
         on_tile(1, 1)
 
 
 class _Plane:
-    """A (C, Y, X) view of a (C, 1, Y, X) output region, for 2D models."""
+    """Plane `z` of a (C, Z, Y, X) output region as a (C, Y, X) array-like, for 2D models."""
 
-    def __init__(self, region: Any) -> None:
-        self.region = region
+    def __init__(self, region: Any, z: int = 0) -> None:
+        self.region, self.z = region, z
 
     def __setitem__(self, index: tuple[slice, ...], value: np.ndarray) -> None:
         if index is Ellipsis:
-            self.region[:, 0] = value
+            self.region[:, self.z] = value
             return
         c, *space = index
-        self.region[(c, 0, *space)] = value
+        self.region[(c, self.z, *space)] = value
 
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
         c, *space = index
-        return self.region[(c, 0, *space)]
+        return self.region[(c, self.z, *space)]

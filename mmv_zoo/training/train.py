@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..registry import framework_class
 from ..run import RunFolder
 from .callbacks import LastCheckpoint, ScaleLearningRate, StopOnNonFiniteLoss, explain_failure
 from .plots import plot_metrics
+from .report import EpochLines
 
 RUN_FOLDER_ENV = "MMV_ZOO_RUN_FOLDER"
 """Set by rank 0 while it trains: DDP processes Lightning starts by re-running the command train into
@@ -175,10 +177,13 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
         callbacks.append(StochasticWeightAveraging(
             swa_lrs=t.swa.swa_lrs, swa_epoch_start=t.swa.swa_epoch_start,
             annealing_epochs=t.swa.annealing_epochs, annealing_strategy=t.swa.annealing_strategy))
-    if progress and rank == 0:
+    bar = progress and rank == 0 and sys.stdout.isatty()
+    if bar:
         from pytorch_lightning.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar(leave=False))
+    elif progress and rank == 0:  # a log file, a notebook, a cluster job: one line per epoch
+        callbacks.append(EpochLines())
     quiet_lightning()
     loggers = _loggers(entry, folder)
     try:  # settings the machine cannot honour (accelerator: gpu without one, ...) fail here, before any file
@@ -189,7 +194,7 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
             accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
             gradient_clip_algorithm=t.gradient_clip_algorithm if t.gradient_clip_val else None,
             deterministic=t.deterministic or None, check_val_every_n_epoch=t.check_val_every_n_epoch,
-            logger=loggers, callbacks=callbacks, enable_progress_bar=progress and rank == 0,
+            logger=loggers, callbacks=callbacks, enable_progress_bar=bar,
             enable_model_summary=False, log_every_n_steps=1, reload_dataloaders_every_n_epochs=1,
             default_root_dir=folder,
         )
