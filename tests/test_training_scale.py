@@ -134,6 +134,38 @@ def test_sigterm_saves_last_checkpoint_and_resume_finishes(data6, tmp_path, caps
         resume(folder, progress=False)
 
 
+def test_a_stop_requested_from_another_thread_leaves_a_resumable_run(data6, tmp_path):
+    """A Cancel button (the napari Train widget) asks the run to stop from the GUI thread: it stops
+    after the current batch, writes last.ckpt there, and resuming completes it."""
+    import threading
+
+    import pytorch_lightning as pl
+
+    from mmv_zoo.training.callbacks import StopRequest, TrainingStopped
+    from mmv_zoo.training.train import resume, train
+
+    stop, reached = StopRequest(), threading.Event()
+
+    class SignalAtStep3(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 3:
+                reached.set()
+                threading.Thread(target=stop.request).start()
+                while not stop.requested:
+                    time.sleep(0.01)
+
+    overrides = TINY + ["training.max_epochs=1", "training.patches_per_image=8"]
+    with pytest.raises(TrainingStopped, match="stopped after step 3; continue it with: mmv-zoo train --resume"):
+        train(load_entry("nuclei_semseg_2d", overrides), data6, tmp_path, progress=False,
+              callbacks=[SignalAtStep3(), stop])
+    (folder,) = tmp_path.glob("nuclei_semseg_2d/*")
+    assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    assert json.loads((folder / "run.json").read_text())["status"] == "interrupted"
+    resume(folder, progress=False)
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "complete" and info["steps"] == 20
+
+
 def test_resume_needs_a_checkpoint(tmp_path):
     from mmv_zoo.training.train import resume
 

@@ -95,9 +95,34 @@ class LastCheckpoint(pl.Callback):
         from pytorch_lightning.utilities.exceptions import SIGTERMException
 
         # SIGTERM stops every DDP rank at the same batch (Lightning broadcasts it); Ctrl-C only this one
-        if isinstance(exception, SIGTERMException) or (isinstance(exception, KeyboardInterrupt)
-                                                        and trainer.world_size == 1):
+        if isinstance(exception, SIGTERMException | StopRequested) or (isinstance(exception, KeyboardInterrupt)
+                                                                       and trainer.world_size == 1):
             self.save(trainer)
+
+
+class StopRequest(pl.Callback):
+    """A stop asked for from outside the training loop (a Cancel button, another thread): the run stops
+    after the current batch, writes its last.ckpt there, as SIGTERM does, and is left resumable (`train`
+    raises `TrainingStopped`). `request()` is safe from any thread (Ctrl-C's handler is main-thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self) -> None:
+        self.requested = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.requested:
+            raise StopRequested(trainer.global_step)
+
+
+class StopRequested(Exception):
+    """Raised inside the loop by `StopRequest`; `train` turns it into `TrainingStopped`."""
+
+
+class TrainingStopped(RunError):
+    """Training stopped on request; the run folder resumes from its last.ckpt."""
 
 
 class ScaleLearningRate(pl.Callback):

@@ -17,7 +17,14 @@ from ..errors import EntryError, OutputError, RunError
 from ..io.write import check_writable
 from ..registry import framework_class
 from ..run import RunFolder
-from .callbacks import LastCheckpoint, ScaleLearningRate, StopOnNonFiniteLoss, explain_failure
+from .callbacks import (
+    LastCheckpoint,
+    ScaleLearningRate,
+    StopOnNonFiniteLoss,
+    StopRequested,
+    TrainingStopped,
+    explain_failure,
+)
 from .plots import plot_metrics
 from .report import EpochLines
 
@@ -218,6 +225,11 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
             run.update_info(status="interrupted", steps=trainer.global_step)
         raise RunError(f"{folder}: training interrupted at epoch {trainer.current_epoch}, step "
                        f"{trainer.global_step}; continue it with: mmv-zoo train --resume {folder}") from None
+    except StopRequested:  # a StopRequest callback (a Cancel button): last.ckpt is saved
+        if rank == 0:
+            run.update_info(status="interrupted", steps=trainer.global_step)
+        raise TrainingStopped(f"{folder}: training stopped after step {trainer.global_step}; continue it with: "
+                              f"mmv-zoo train --resume {folder}") from None
     except Exception as e:
         explained = explain_failure(e, trainer, entry, folder)
         if explained is None:
