@@ -12,14 +12,16 @@ HOLDOUT    := 20P1_POS0007_D_1UL
 DEMO       := demo_out
 STAMP      := $(VENV)/.installed
 DEMO_MIN_F1 ?= 0
+# the napari tests need a display: Xvfb when it is installed (CI installs it), else they are skipped
+XVFB       := $(shell command -v xvfb-run >/dev/null 2>&1 && echo "xvfb-run -a")
 
-.PHONY: demo test lint install clean check-zoo zoo-readme
+.PHONY: demo test lint install clean check-zoo zoo-readme screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,onnx]"
+	$(BIN)/python -m pip install -q -e ".[test,onnx,napari]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +30,11 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mmv-zoo validate --all
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q
+	$(XVFB) $(BIN)/python -m pytest -q
+
+# the napari widgets' screenshots in docs/napari/, taken by their tests from the real viewer
+screenshots: $(STAMP)
+	MMV_ZOO_SCREENSHOTS=docs/napari $(XVFB) $(BIN)/python -m pytest -q tests/test_napari.py
 
 # every bundled entry, trained a few steps, exported with all weight formats and run through the
 # independent BioImage.IO checker (../shared/tools/check_bioimageio_package.sh, its own environment)

@@ -1,0 +1,136 @@
+"""The napari plugin as a person uses it: the real viewer (napari's `make_napari_viewer`, pytest-qt),
+the widgets' own buttons, models run in worker threads. `make test` runs these under Xvfb; without a
+display they are skipped with that reason. Screenshots of each widget go to MMV_ZOO_SCREENSHOTS when
+it is set (`make screenshots` writes docs/napari/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari", reason="the napari extra is not installed (pip install 'mmv_zoo[napari]')")
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
+if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
+    pytest.skip("no display: run under xvfb-run (make test does)", allow_module_level=True)
+
+from mmv_zoo.metrics import foreground_scores  # noqa: E402
+from mmv_zoo.napari.predict_widget import PredictWidget  # noqa: E402
+from mmv_zoo.napari.samples import bbbc007  # noqa: E402
+
+TIMEOUT_MS = 300_000
+
+
+def screenshot(widget, name: str, tmp_path: Path) -> Path:
+    """Save the widget as the viewer shows it; the picture must not be blank."""
+    folder = Path(os.environ.get("MMV_ZOO_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    widget.grab().save(str(path))
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    assert pixels.shape[0] > 50 and pixels.shape[1] > 50 and pixels.std() > 5, (name, pixels.shape)
+    return path
+
+
+def open_sample(viewer) -> tuple[object, object]:
+    for data, meta, kind in bbbc007():
+        getattr(viewer, f"add_{kind}")(data, **meta)
+    return viewer.layers[0], viewer.layers[1]
+
+
+def run_widget(qtbot, widget) -> None:
+    """Press the widget's run button and wait until it is enabled again (the worker finished)."""
+    widget.run_button.click()
+    assert not widget.run_button.isEnabled()
+    qtbot.waitUntil(widget.run_button.isEnabled, timeout=TIMEOUT_MS)
+
+
+def test_the_manifest_registers_every_widget_and_the_sample():
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    manifest = pm.get_manifest("mmv_zoo")
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Zoo", "Predict", "Train", "Evaluate"}
+    assert [s.key for s in manifest.contributions.sample_data] == ["bbbc007"]
+
+
+def test_predict_widget_segments_the_bbbc007_sample(make_napari_viewer, qtbot, tmp_path):
+    """The bundled nuclei_semseg_2d model on the sample image: a Labels layer with the image's scale,
+    foreground F1 >= 0.95 against the sample's labels; a second run reuses the loaded model."""
+    viewer = make_napari_viewer()
+    image, labels = open_sample(viewer)
+    image.scale, image.translate = (0.5, 0.5), (3.0, 4.0)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget.source.setCurrentText("nuclei_semseg_2d")
+    assert [i.text() for i in widget.inputs.selectedItems()] == [image.name]
+    run_widget(qtbot, widget)
+    assert not widget.error.text(), widget.error.text()
+    result = viewer.layers[-1]
+    assert type(result).__name__ == "Labels" and result.name == f"nuclei_semseg_2d: {image.name}"
+    assert tuple(result.scale) == (0.5, 0.5) and tuple(result.translate) == (3.0, 4.0)
+    f1 = foreground_scores(np.asarray(result.data), np.asarray(labels.data))["f1"]
+    assert f1 >= 0.95, f1
+    model = widget._cached[1]
+    run_widget(qtbot, widget)
+    assert widget._cached[1] is model and len(viewer.layers) == 4  # no reload, a second result
+    screenshot(widget, "predict", tmp_path)
+
+
+def test_predict_errors_show_in_the_widget_as_one_line(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = PredictWidget(viewer)
+    widget.source.setCurrentText(str(tmp_path / "no_such_model.zip"))
+    run_widget(qtbot, widget)
+    assert widget.error.isVisibleTo(widget) and "no_such_model.zip" in widget.error.text()
+    assert "\n" not in widget.error.text() and "Traceback" not in widget.error.text()
+    widget.source.setCurrentText("nuclei_semseg_2d")
+    widget.threshold.setText("half")
+    assert widget.start() is None and "threshold 'half'" in widget.error.text()
+    assert len(viewer.layers) == 2
+
+
+def test_cancel_stops_a_prediction_and_adds_nothing(make_napari_viewer, qtbot, run_2d, tmp_path, monkeypatch):
+    """A 40-plane stack through a 2D run, cancelled after its first planes: no layer, no file, and the
+    viewer keeps working while the worker runs."""
+    monkeypatch.chdir(tmp_path)
+    viewer = make_napari_viewer()
+    stack = np.random.default_rng(0).integers(0, 255, (40, 256, 256)).astype(np.uint8)
+    viewer.add_image(stack, name="stack")
+    widget = PredictWidget(viewer)
+    widget.source.setCurrentText(str(run_2d))
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.progress.value() >= 2, timeout=TIMEOUT_MS)
+    viewer.add_points(np.zeros((1, 2)), name="still responsive")  # the GUI thread is free
+    widget.cancel_button.click()
+    qtbot.waitUntil(widget.run_button.isEnabled, timeout=TIMEOUT_MS)
+    assert widget.status.text() == "cancelled: nothing added"
+    assert [layer.name for layer in viewer.layers] == ["stack", "still responsive"]
+    assert widget.progress.value() == 0 and not list(tmp_path.iterdir())
+
+
+def test_a_3d_run_predicts_a_3d_layer_with_its_scale(make_napari_viewer, qtbot, run_3d, data_3d):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    volume = tifffile.imread(sorted((data_3d / "low").iterdir())[0])
+    layer = viewer.add_image(volume, name="volume", scale=(2.0, 0.3, 0.3))
+    widget = PredictWidget(viewer)
+    widget.source.setCurrentText(str(run_3d))
+    run_widget(qtbot, widget)
+    assert not widget.error.text(), widget.error.text()
+    result = viewer.layers[-1]
+    assert type(result).__name__ == "Image" and result.data.shape == volume.shape
+    assert tuple(result.scale) == tuple(layer.scale) == (2.0, 0.3, 0.3)
+    from mmv_zoo.predict.engine import predict_array
+    from mmv_zoo.run import load_model
+
+    model = load_model(run_3d)
+    want = predict_array(model, volume[None].astype(np.float32), model.entry)[0]
+    np.testing.assert_allclose(np.asarray(result.data), want, atol=1e-4)
