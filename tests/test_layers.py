@@ -40,6 +40,7 @@ def test_the_package_keeps_its_layers(tmp_path):
 
 @pytest.mark.parametrize(("module", "line", "contract"), [
     ("nets/sizes.py", "import mmv_zoo.cli", "The library never imports the command line"),
+    ("predict/engine.py", "import mmv_zoo.napari.common", "The library never imports the command line or the napari"),
     ("nets/fnet.py", "from mmv_zoo.data import pairs", "A network knows nothing of training, data, files"),
     ("io/read.py", "from mmv_zoo.predict import engine", "Reading and data know nothing of the model"),
 ])
