@@ -176,3 +176,21 @@ def test_a_grey_image_saved_as_rgb_trains_as_one_channel(tmp_path):
     colour = Image(np.stack([grey, grey[::-1], grey]), tmp_path / "c.png", {}, [])
     with pytest.raises(DataError, match=r"c.png: has 3 channel\(s\) but the entry's inputs\[0\] takes 1"):
         select_channels(colour, 1)
+
+
+def test_one_labelled_image_is_split_into_a_training_and_a_validation_region(data_2d, tmp_path):
+    """One image with its labels (e.g. two napari layers): the last fifth of its longest axis is held
+    back for validation; source, labels and their crops stay aligned."""
+    from mmv_zoo.data.pairs import split_pairs
+
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+        first = sorted((data_2d / sub).iterdir())[0]
+        tifffile.imwrite(tmp_path / sub / first.name, tifffile.imread(first)[:, :80])  # 96 x 80
+    entry = load_entry("nuclei_semseg_2d", ["data.patch=[16,16]"])
+    (train,), (val,) = split_pairs(tmp_path, entry.mmv.data)
+    assert train.region == ((0, 77), (0, 80)) and val.region == ((77, 96), (0, 80))
+    assert train.name.endswith("_train_region") and val.target == train.target is not None
+    whole, part = load_pair(Pair(train.source, train.target), entry), load_pair(val, entry)
+    np.testing.assert_array_equal(part.source, whole.source[:, 77:])
+    np.testing.assert_array_equal(part.target, whole.target[:, 77:])

@@ -67,7 +67,7 @@ def load_source_only(pair: Pair, entry: Any) -> LoadedPair:
     except StainError as e:
         raise DataError(f"{pair.source}: {e}") from None
     if pair.region is not None:
-        source = np.ascontiguousarray(source[(slice(None), *(slice(a, b) for a, b in pair.region))])
+        source = _crop(source, pair.region)
     return LoadedPair(pair.name, source, np.zeros((0, *source.shape[1:]), np.float32))
 
 
@@ -109,7 +109,15 @@ def load_pair(pair: Pair, entry: Any) -> LoadedPair:
     else:
         tgt = select_channels(tgt_img, entry.out_channels)
         target = normalize(tgt, mmv.data.normalization.target)
+    if pair.region is not None:  # one image split into a training and a validation region
+        source, target = _crop(source, pair.region), _crop(target, pair.region)
+        exclusion = None if exclusion is None else _crop(exclusion, pair.region)
     return LoadedPair(pair.name, source, target, exclusion)
+
+
+def _crop(x: np.ndarray, region: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The [start, stop) `region` of the last len(region) (spatial) axes of `x`."""
+    return np.ascontiguousarray(x[(..., *(slice(a, b) for a, b in region))])
 
 
 def pad_to(x: np.ndarray, size: list[int]) -> np.ndarray:

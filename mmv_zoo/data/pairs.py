@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +143,8 @@ def find_pairs(root: Path, layout: Any, spatial_dims: int = 2) -> tuple[list[Pai
 
 
 def split_by_region(pair: Pair, data: Any) -> tuple[Pair, Pair]:
-    """One self-supervised image as a training and a validation region: the last `val_fraction` of
-    its longest axis (at least one patch) is held back."""
+    """One image (self-supervised, or one image with its target) as a training and a validation
+    region: the last `val_fraction` of its longest axis (at least one patch) is held back."""
     from ..io.source import open_image
 
     info = open_image(pair.source).scene(0)
@@ -159,8 +159,8 @@ def split_by_region(pair: Pair, data: Any) -> tuple[Pair, Pair]:
     whole = [(0, s) for s in shape]
     train = [*whole[:axis], (0, n - n_val), *whole[axis + 1:]]
     val = [*whole[:axis], (n - n_val, n), *whole[axis + 1:]]
-    return (Pair(pair.source, None, region=tuple(train), part="_train_region"),
-            Pair(pair.source, None, region=tuple(val), part="_val_region"))
+    return (replace(pair, region=tuple(train), part="_train_region"),
+            replace(pair, region=tuple(val), part="_val_region"))
 
 
 def split_pairs(root: Path, data: Any) -> tuple[list[Pair], list[Pair]]:
@@ -179,7 +179,7 @@ def split_pairs(root: Path, data: Any) -> tuple[list[Pair], list[Pair]]:
             raise DataError(f"{root}: presplit data needs at least one train and one val pair")
         return train, val
     pairs, _ = find_pairs(root, data.layout, len(data.patch))
-    if len(pairs) == 1 and pairs[0].target is None:
+    if len(pairs) == 1 and pairs[0].frame is None:  # one image: a training and a validation region
         train_part, val_part = split_by_region(pairs[0], data)
         return [train_part], [val_part]
     if len(pairs) < 2:
