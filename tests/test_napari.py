@@ -134,3 +134,72 @@ def test_a_3d_run_predicts_a_3d_layer_with_its_scale(make_napari_viewer, qtbot, 
     model = load_model(run_3d)
     want = predict_array(model, volume[None].astype(np.float32), model.entry)[0]
     np.testing.assert_allclose(np.asarray(result.data), want, atol=1e-4)
+
+
+def test_train_widget_trains_from_two_layers_and_predict_offers_the_run(make_napari_viewer, qtbot, tmp_path):
+    """nuclei_semseg_2d, one short epoch on the sample image and its labels layer (one image: split
+    into a training and a validation region): a run folder with checkpoints, the loss curve drawn,
+    the run offered by Predict, and exported as a package."""
+    from mmv_zoo.napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    widget.entry.setCurrentText("nuclei_semseg_2d")
+    widget.epochs.setValue(1)
+    widget.out.setText(str(tmp_path / "runs"))
+    run_widget(qtbot, widget)
+    assert not widget.error.text(), widget.error.text()
+    folder = widget.run_folder
+    assert folder is not None and folder.parent.parent == tmp_path / "runs"
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and (folder / "checkpoints" / "best.ckpt").is_file()
+    assert len(widget.history) == 1 and {"train_loss", "val_loss"} <= set(widget.history[0])
+    assert widget.axes.lines, "the loss curve is drawn"
+    predict = PredictWidget(viewer)
+    assert predict.source.itemText(0) == str(folder)
+    package = widget.export()
+    assert package is not None and package.is_file() and "exported" in widget.status.text(), widget.error.text()
+    screenshot(widget, "train", tmp_path)
+
+
+def test_cancelled_training_is_resumable_from_the_widget(make_napari_viewer, qtbot, tmp_path):
+    import json
+
+    from mmv_zoo.napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = TrainWidget(viewer)
+    widget.epochs.setValue(200)
+    widget.out.setText(str(tmp_path / "runs"))
+    widget.train_button.click()
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=TIMEOUT_MS)
+    widget.cancel_button.click()
+    qtbot.waitUntil(widget.train_button.isEnabled, timeout=TIMEOUT_MS)
+    folder = widget.run_folder
+    assert "stopped" in widget.status.text() and not widget.error.text()
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "interrupted" and (folder / "checkpoints" / "last.ckpt").is_file()
+    steps = info["steps"]
+    widget.start(resume=folder)
+    qtbot.waitUntil(lambda: bool(widget.history) and widget.history[-1]["steps"] > steps, timeout=TIMEOUT_MS)
+    widget.cancel_button.click()
+    qtbot.waitUntil(widget.train_button.isEnabled, timeout=TIMEOUT_MS)
+    assert json.loads((folder / "run.json").read_text())["steps"] > steps  # it went on from where it stopped
+
+
+def test_train_widget_errors_name_what_is_wrong(make_napari_viewer, qtbot, tmp_path):
+    from mmv_zoo.napari.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    open_sample(viewer)
+    widget = TrainWidget(viewer)
+    widget.labels.clearSelection()
+    assert widget.start() is None and "1 image(s), 0 label layer(s)" in widget.error.text()
+    widget.from_folder.setChecked(True)
+    widget.folder.setText(str(tmp_path / "nothing"))
+    assert widget.start() is None and "nothing: no such folder" in widget.error.text()
+    widget.entry.setCurrentText("no_such_entry")
+    assert widget.start() is None and "no_such_entry" in widget.error.text()
+    assert not (tmp_path / "runs").exists()

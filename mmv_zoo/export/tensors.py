@@ -28,8 +28,8 @@ def find_sample(entry: Entry, info: dict[str, Any] | None) -> Path:
     data, names = Path(info["data"]), [str(n) for n in info["val_files"]]
     layout = entry.mmv.data.layout
     candidates: list[Path] = []
-    if layout.layout == "source_folder":  # names carry a region suffix; planes of stacks are no sample
-        names = [n.removesuffix("_val_region") for n in names if not re.search(r"_t\d{3}_z\d{3}$", n)]
+    # a single image's validation region is named after it; planes of stacks are no sample
+    names = [n.removesuffix("_val_region") for n in names if not re.search(r"_t\d{3}_z\d{3}$", n)]
     if layout.layout in ("paired_folders", "unpaired_folders", "source_folder"):
         for folder in (data / layout.source, data / "val" / layout.source):
             if folder.is_dir():

@@ -29,6 +29,16 @@ class Relay(QObject):
     epoch = Signal(dict)
 
 
+class Session(QObject):
+    """Events between the widgets of one napari session."""
+
+    runs_changed = Signal()
+    """A run was trained, stopped or resumed (RECENT_RUNS changed)."""
+
+
+SESSION = Session()
+
+
 class ErrorLine(QLabel):
     """One red line naming the file and the field, as the CLI prints it; hidden when empty."""
 

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 from ..errors import DataError
 from ..io.read import is_grey_as_colour
 from ..settings.predict import Options
-from .common import RECENT_RUNS, Cancelled, ErrorLine, Relay, add_result, frames, layer_channels
+from .common import RECENT_RUNS, SESSION, Cancelled, ErrorLine, Relay, add_result, frames, layer_channels
 
 
 def entries_with_weights() -> list[str]:
@@ -100,6 +100,7 @@ class PredictWidget(QWidget):
         self.refresh_layers()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.refresh_layers)
+        SESSION.runs_changed.connect(self.refresh_sources)
 
     # ------------------------------------------------------------------ inputs
 

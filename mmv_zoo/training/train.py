@@ -67,9 +67,10 @@ def _run_folder(out: Path, slug: str, t: Any) -> RunFolder:
 
 
 def resume(run: Path, data: Path | None = None, overrides: list[str] | None = None,
-           progress: bool = True) -> TrainResult:
+           progress: bool = True, callbacks: list[Any] | None = None) -> TrainResult:
     """Continue an interrupted run in its own folder from `checkpoints/last.ckpt` (weights, optimizer,
-    scheduler, epoch, step, callbacks and random state); `overrides` apply on top of its entry."""
+    scheduler, epoch, step, callbacks and random state); `overrides` apply on top of its entry;
+    `callbacks` as for `train`."""
     folder = RunFolder(Path(run).resolve())
     info = folder.check_resumable()
     if data is None:
@@ -77,7 +78,8 @@ def resume(run: Path, data: Path | None = None, overrides: list[str] | None = No
             raise RunError(f"{folder.info_path}: does not record the data folder; give --data")
         data = Path(info["data"])
     entry = folder.entry(overrides)
-    return train(entry, data, folder.folder.parent.parent, progress=progress, resume=folder.folder)
+    return train(entry, data, folder.folder.parent.parent, progress=progress, resume=folder.folder,
+                 callbacks=callbacks)
 
 
 def check_devices(entry: Entry) -> None:
