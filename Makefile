@@ -13,7 +13,7 @@ DEMO       := demo_out
 STAMP      := $(VENV)/.installed
 DEMO_MIN_F1 ?= 0
 # the napari tests need a display: Xvfb when it is installed (CI installs it), else they are skipped
-XVFB       := $(shell command -v xvfb-run >/dev/null 2>&1 && echo "xvfb-run -a")
+XVFB       := $(shell command -v xvfb-run >/dev/null 2>&1 && echo "xvfb-run -a -s \"-screen 0 1600x1000x24\"")
 
 .PHONY: demo test lint install clean check-zoo zoo-readme screenshots
 

@@ -80,6 +80,16 @@ def test_predict_widget_segments_the_bbbc007_sample(make_napari_viewer, qtbot, t
     run_widget(qtbot, widget)
     assert widget._cached[1] is model and len(viewer.layers) == 4  # no reload, a second result
     screenshot(widget, "predict", tmp_path)
+    viewer.layers.remove(viewer.layers[-1])
+    labels.visible = False
+    viewer.window._qt_window.resize(1400, 760)  # the window as a person would size it
+    qtbot.wait(500)
+    viewer.reset_view()
+    viewer.camera.zoom *= 1.6  # reset_view leaves a wide margin
+    qtbot.wait(300)
+    folder = Path(os.environ.get("MMV_ZOO_SCREENSHOTS") or tmp_path)
+    window = viewer.screenshot(path=str(folder / "predict_viewer.png"), canvas_only=False, flash=False)
+    assert window.shape[0] > 300 and window.shape[1] > 500 and window[..., :3].std() > 5
 
 
 def test_predict_errors_show_in_the_widget_as_one_line(make_napari_viewer, qtbot, tmp_path):
@@ -203,3 +213,50 @@ def test_train_widget_errors_name_what_is_wrong(make_napari_viewer, qtbot, tmp_p
     widget.entry.setCurrentText("no_such_entry")
     assert widget.start() is None and "no_such_entry" in widget.error.text()
     assert not (tmp_path / "runs").exists()
+
+
+def test_zoo_widget_searches_shows_a_card_and_opens_the_sample(make_napari_viewer, tmp_path):
+    from mmv_zoo.napari.zoo_widget import ZooWidget
+
+    viewer = make_napari_viewer()
+    widget = ZooWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Zoo")
+    widget.search.setText("instance 2D")
+    shown = widget.visible_entries()
+    assert "nuclei_instance_2d" in shown and all("semseg" not in s for s in shown)
+    widget.search.setText("")
+    assert len(widget.visible_entries()) == len(widget.rows) > 20
+    widget.select("nuclei_semseg_2d")
+    text = widget.card.toPlainText()
+    assert text.startswith("# nuclei_semseg_2d") and "Citations:" in text and "holdout_foreground_f1" in text
+    assert widget.sample_button.isEnabled()
+    image, labels = widget.open_sample()
+    assert image.data.shape == labels.data.shape == (400, 400) and type(labels).__name__ == "Labels"
+    screenshot(widget, "zoo", tmp_path)
+
+
+def test_evaluate_widget_scores_layers_with_the_task_metrics(make_napari_viewer, tmp_path):
+    from mmv_zoo.metrics import instance_scores
+    from mmv_zoo.napari.evaluate_widget import EvaluateWidget
+
+    viewer = make_napari_viewer()
+    image, labels = open_sample(viewer)
+    truth = np.asarray(labels.data)
+    guess = truth.copy()
+    guess[:, :200] = 0  # half the nuclei missed
+    viewer.add_labels(guess, name="prediction")
+    widget = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Evaluate")
+    assert (widget.prediction.currentText(), widget.truth.currentText()) == ("prediction", labels.name)
+    scores = widget.evaluate()
+    want = foreground_scores(guess, truth)["f1"]
+    assert scores["foreground f1"] == pytest.approx(want) and want < 0.9
+    assert widget.table.rowCount() == 2 and widget.table.item(0, 0).text() == "foreground f1"
+    widget.task.setCurrentText("instance")
+    scores = widget.evaluate()
+    assert scores["ap50"] == pytest.approx(instance_scores(guess, truth)["ap50"]) and scores["n_true"] == 85
+    screenshot(widget, "evaluate", tmp_path)
+    widget.task.setCurrentText("segmentation")
+    widget.prediction.setCurrentText(image.name)  # an image, not labels
+    viewer.layers[image.name].data = np.random.default_rng(0).random((400, 400))
+    assert widget.evaluate() is None and "holds no labels" in widget.error.text()
