@@ -1,14 +1,16 @@
 """Every bundled zoo entry, trained for a few steps, exports a package that the independent checker passes.
 
-    python scripts/check_zoo_exports.py [--checker PATH] [--entries a,b] [--keep DIR] [--all]
+    python scripts/check_zoo_exports.py [--checker PATH] [--entries a,b] [--keep DIR] [--all] [--cores ...]
 
 For each entry: tiny synthetic training data in the entry's layout and axes and a tiny training run
 (small network, small discriminator for the GAN frameworks; both from `mmv_zoo.testing`, which
 tests/test_zoo_entries.py shares), an export with all three weight formats (torchscript, onnx,
 pytorch_state_dict; a CycleGAN run: one package per direction), then the checker
 (`../shared/tools/check_bioimageio_package.sh` by default; `MMV_ZOO_CHECKER` or `--checker`
-overrides) with the input image for its tiled-prediction step. The checker runs released
-bioimageio.core in its own environment, without mmv_zoo or MONAI. Exit status 1 if any entry fails.
+overrides) with the input image for its tiled-prediction step, under the newest bioimageio.core and
+under bioimageio.core 0.9.6 (`--cores`; the checker's CHECK_CORE, each in its own environment,
+without mmv_zoo or MONAI), as consumers pinned one release behind run it. Exit status 1 if any
+entry fails.
 
 Entries that would export the same package (equal framework, task, network, loss, normalization,
 patch and axes once the tiny overrides are applied: e.g. the four labelfree_3d_<structure> entries,
@@ -33,7 +35,13 @@ DEFAULT_CHECKER = ROOT.parent / "shared" / "tools" / "check_bioimageio_package.s
 FORMATS = "torchscript,onnx,pytorch_state_dict"
 
 
-def check(name: str, checker: Path, work: Path) -> tuple[bool, str]:
+NEWEST = "newest"
+OLDEST = "bioimageio.core==0.9.6"
+"""The oldest bioimageio.core 0.9 release that reads the packages' format (consumers such as ilastik
+pin older releases in their own environments)."""
+
+
+def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST,)) -> tuple[bool, str]:
     from mmv_zoo.entry import load_entry
     from mmv_zoo.export.package import export_package
     from mmv_zoo.testing import first_image, tiny_data, tiny_overrides
@@ -51,15 +59,21 @@ def check(name: str, checker: Path, work: Path) -> tuple[bool, str]:
         package = export_package(run, work / f"{name}{suffix}.zip", formats=tuple(FORMATS.split(",")),
                                  direction=direction)
         np.save(work / f"input{suffix}.npy", inp)
-        proc = subprocess.run(["bash", str(checker), str(package.zip_path), str(work / f"input{suffix}.npy")],
-                              capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-        last = (f"{direction}: " if direction else "") + (lines[-1] if lines else proc.stderr.strip()[-300:])
-        if proc.returncode != 0:
-            print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
-        ok = ok and proc.returncode == 0 and "package OK" in last
-        if not ok:
-            break
+        for core in cores:
+            env = dict(os.environ)
+            env.pop("CHECK_CORE", None)
+            if core != NEWEST:
+                env["CHECK_CORE"] = core
+            proc = subprocess.run(["bash", str(checker), str(package.zip_path), str(work / f"input{suffix}.npy")],
+                                  capture_output=True, text=True, env=env)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+            last = (f"{direction}: " if direction else "") + f"[{core}] " + (
+                lines[-1] if lines else proc.stderr.strip()[-300:])
+            if proc.returncode != 0:
+                print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+            ok = ok and proc.returncode == 0 and "package OK" in last
+            if not ok:
+                return ok, last
     return ok, last
 
 
@@ -85,6 +99,9 @@ def main() -> int:
     parser.add_argument("--entries", default="", help="comma-separated entry names (default: all bundled)")
     parser.add_argument("--keep", type=Path, help="keep runs and packages in this folder")
     parser.add_argument("--all", action="store_true", help="also check entries whose package equals an earlier one's")
+    parser.add_argument("--cores", default=f"{NEWEST},{OLDEST}",
+                        help=f"bioimageio.core releases to check under, comma-separated ({NEWEST}: the newest "
+                             f"release; default: {NEWEST},{OLDEST})")
     args = parser.parse_args()
     if not args.checker.is_file():
         print(f"error: {args.checker}: checker not found (set MMV_ZOO_CHECKER or --checker)", file=sys.stderr)
@@ -108,7 +125,7 @@ def main() -> int:
             work = args.keep / name if args.keep else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             try:
-                ok, last = check(name, args.checker, work)
+                ok, last = check(name, args.checker, work, tuple(c for c in args.cores.split(",") if c))
             except Exception as e:  # noqa: BLE001 - one entry's failure must not hide the others'
                 ok, last = False, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
         print(f"{name:28s} {'OK    ' if ok else 'FAILED'} {time.perf_counter() - t0:6.1f} s   {last}", flush=True)

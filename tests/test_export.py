@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import yaml
 
 from mmv_zoo.errors import RunError
 from mmv_zoo.export import ExportError
@@ -106,6 +107,12 @@ def test_export_2d_fnet_all_formats(run_2d, tmp_path):
     assert "# Validation" in readme and "passed" in readme
     assert "mmv_zoo" not in [line.split()[1] for line in arch.splitlines() if line.startswith(("import", "from"))]
     assert "class ExportedModel" in arch and "class FNet" in arch
+    # written as bioimageio.spec 0.5.7 (bioimageio.core 0.9.6) reads it too (export/compat.py): plain
+    # paths for covers and documentation, no `strict`, format 0.5.4; `make check-zoo` runs 0.9.6 on it
+    with zipfile.ZipFile(out) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+    assert rdf["format_version"] == "0.5.4" and rdf["covers"] == ["cover.png"] and rdf["documentation"] == "README.md"
+    assert "strict" not in rdf["weights"]["pytorch_state_dict"]
 
 
 def test_export_3d_fnet_center_normalization(run_3d_fnet, tmp_path):

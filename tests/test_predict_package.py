@@ -153,6 +153,7 @@ def test_tampered_package_is_refused(foreign_zip, tmp_path, data_2d):
 
 def test_wrong_channel_count_is_refused(foreign_zip, tmp_path):
     rgb = np.zeros((3, 32, 32), np.uint8)
+    rgb[1] = 7  # three different channels (identical ones would be a grey image saved as RGB)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="minisblack", metadata={"axes": "CYX"})
     with pytest.raises(DataError, match="takes 1"):
         predict_files(foreign_zip, [tmp_path / "rgb.tif"], tmp_path / "out")

@@ -22,6 +22,7 @@ from ..errors import OutputError, RunError
 from . import ExportError
 from .architecture import Architecture, architecture, environment_yaml
 from .axes import AxisSize, export_sizes, input_axes, output_axes
+from .compat import rewrite_package
 from .preprocessing import check_exportable, preprocessing_steps
 from .readme import ReadmeFacts, render_readme
 from .tensors import find_sample, load_crop, other_valid_shape, write_cover, write_sample_tiff
@@ -145,6 +146,7 @@ def _write_zip(descr: Any, out: Path) -> None:
     partial = out.with_name(f".{out.stem}.partial-{os.getpid()}.zip")
     try:
         save_bioimageio_package(descr, output_path=partial)
+        rewrite_package(partial)  # readable by bioimageio.core 0.9.6 too (export/compat.py)
         back = load_description(partial, perform_io_checks=True)
         if not isinstance(back, v0_5.ModelDescr):
             raise ExportError(f"{out}: the written package does not load back: {_summary_errors(back)}")
