@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QLabel
+from qtpy.QtWidgets import QAbstractItemView, QLabel, QListWidget
 
 from ..errors import DataError, MmvZooError
 
@@ -106,6 +106,32 @@ def add_result(viewer: Any, y: np.ndarray, names: list[str], like: Any, name: st
         return viewer.add_image(one, name=name, scale=scale, translate=translate)
     return viewer.add_image(y, channel_axis=lead, name=[f"{name} {n}" for n in names], scale=scale,
                             translate=translate)
+
+
+def layer_list(tip: str, height: int = 80) -> QListWidget:
+    """A list of layers to pick from, several at a time (channels, pairs), in order."""
+    w = QListWidget()
+    w.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+    w.setToolTip(tip)
+    w.setMaximumHeight(height)
+    return w
+
+
+def fill_layer_list(widget: QListWidget, viewer: Any, kind: type) -> None:
+    """The viewer's layers of `kind` in `widget`, keeping what was picked (else picking the first)."""
+    chosen = {item.text() for item in widget.selectedItems()}
+    widget.clear()
+    names = [layer.name for layer in viewer.layers if isinstance(layer, kind)]
+    widget.addItems(names)
+    for i, name in enumerate(names):
+        if name in chosen or (not chosen and i == 0):
+            widget.item(i).setSelected(True)
+
+
+def follow_layers(viewer: Any, refresh: Any) -> None:
+    """Call `refresh` whenever a layer is added to or removed from the viewer."""
+    for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+        event.connect(refresh)
 
 
 def existing_dir(text: str, what: str) -> Path:

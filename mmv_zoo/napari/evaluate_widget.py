@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DataError
-from .common import ErrorLine
+from .common import ErrorLine, follow_layers
 
 TASKS = ("segmentation", "instance", "regression")
 MAX_CLASSES = 16
@@ -70,8 +70,7 @@ class EvaluateWidget(QWidget):
         layout.addWidget(self.error)
         self.run_button.clicked.connect(self.evaluate)
         self.refresh_layers()
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.refresh_layers)
+        follow_layers(self.viewer, self.refresh_layers)
 
     def refresh_layers(self, *_: Any) -> None:
         from napari.layers import Image, Labels

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -17,7 +16,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -27,7 +25,19 @@ from qtpy.QtWidgets import (
 from ..errors import DataError
 from ..io.read import is_grey_as_colour
 from ..settings.predict import Options
-from .common import RECENT_RUNS, SESSION, Cancelled, ErrorLine, Relay, add_result, frames, layer_channels
+from .common import (
+    RECENT_RUNS,
+    SESSION,
+    Cancelled,
+    ErrorLine,
+    Relay,
+    add_result,
+    fill_layer_list,
+    follow_layers,
+    frames,
+    layer_channels,
+    layer_list,
+)
 
 
 def entries_with_weights() -> list[str]:
@@ -45,10 +55,7 @@ class PredictWidget(QWidget):
         self.source = QComboBox()
         self.source.setEditable(True)
         self.source.setToolTip("A zoo entry with weights, a run folder, or a BioImage.IO package (.zip)")
-        self.inputs = QListWidget()
-        self.inputs.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.inputs.setToolTip("Image layers, one per channel of the model (or one RGB layer)")
-        self.inputs.setMaximumHeight(90)
+        self.inputs = layer_list("Image layers, one per channel of the model (or one RGB layer)", 90)
         self.tta = QCheckBox("test-time augmentation (flips)")
         self.probabilities = QCheckBox("probabilities instead of labels")
         self.threshold = QLineEdit()
@@ -98,8 +105,7 @@ class PredictWidget(QWidget):
         self.worker: Any = None
         self.refresh_sources()
         self.refresh_layers()
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.refresh_layers)
+        follow_layers(self.viewer, self.refresh_layers)
         SESSION.runs_changed.connect(self.refresh_sources)
 
     # ------------------------------------------------------------------ inputs
@@ -114,13 +120,7 @@ class PredictWidget(QWidget):
     def refresh_layers(self, *_: Any) -> None:
         from napari.layers import Image
 
-        chosen = {item.text() for item in self.inputs.selectedItems()}
-        self.inputs.clear()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        self.inputs.addItems(names)
-        for i, name in enumerate(names):
-            if name in chosen or (not chosen and i == 0):
-                self.inputs.item(i).setSelected(True)
+        fill_layer_list(self.inputs, self.viewer, Image)
 
     def _pick_package(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "BioImage.IO package", "", "Packages (*.zip *.yaml)")

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QButtonGroup,
     QComboBox,
     QFileDialog,
@@ -20,7 +19,6 @@ from qtpy.QtWidgets import (
     QInputDialog,
     QLabel,
     QLineEdit,
-    QListWidget,
     QPushButton,
     QRadioButton,
     QSpinBox,
@@ -29,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import DataError
-from .common import RECENT_RUNS, SESSION, ErrorLine, Relay, existing_dir
+from .common import RECENT_RUNS, SESSION, ErrorLine, Relay, existing_dir, fill_layer_list, follow_layers, layer_list
 
 
 class TrainWidget(QWidget):
@@ -53,8 +51,8 @@ class TrainWidget(QWidget):
         self.folder.setPlaceholderText("laid out as the entry says (e.g. images/ and labels/)")
         browse = QPushButton("…")
         browse.clicked.connect(lambda: self._pick_dir(self.folder, "Training data folder"))
-        self.images = _layer_list("image layers (sources), in order")
-        self.labels = _layer_list("label layers (targets), in the same order")
+        self.images = layer_list("image layers (sources), in order", 70)
+        self.labels = layer_list("label layers (targets), in the same order", 70)
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 100000)
         self.epochs.setValue(10)
@@ -103,22 +101,15 @@ class TrainWidget(QWidget):
         self.run_folder: Path | None = None
         self.history: list[dict] = []
         self.refresh_layers()
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.refresh_layers)
+        follow_layers(self.viewer, self.refresh_layers)
 
     # ------------------------------------------------------------------ inputs
 
     def refresh_layers(self, *_: Any) -> None:
         from napari.layers import Image, Labels
 
-        for widget, kind in ((self.images, Image), (self.labels, Labels)):
-            chosen = {item.text() for item in widget.selectedItems()}
-            widget.clear()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
-            widget.addItems(names)
-            for i, name in enumerate(names):
-                if name in chosen or (not chosen and i == 0):
-                    widget.item(i).setSelected(True)
+        fill_layer_list(self.images, self.viewer, Image)
+        fill_layer_list(self.labels, self.viewer, Labels)
 
     def _pick_dir(self, field: QLineEdit, title: str) -> None:
         path = QFileDialog.getExistingDirectory(self, title)
@@ -289,14 +280,6 @@ class TrainWidget(QWidget):
             return None
         self.status.setText(f"exported {out}")
         return out
-
-
-def _layer_list(tip: str) -> QListWidget:
-    w = QListWidget()
-    w.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-    w.setToolTip(tip)
-    w.setMaximumHeight(70)
-    return w
 
 
 def _loss_plot() -> tuple[Any, Any, Any]:
