@@ -101,17 +101,17 @@ def images(quick: bool) -> list[dict]:
     clean3d = tifffile.imread(SAMPLES / "cells3d_nucleus_3d" / "noisy" / "nucleus.tif").astype(np.float32)[..., :48]
     real = tifffile.imread(SAMPLES / "hybiss_2d" / "noisy" / "img_hybiss_2d.tif").astype(np.float32)
     out = [
-        {"name": "bbbc007 2D, peak 30, read 3", "clean": clean2d, "noisy": poisson_gaussian(clean2d, 30, 3, rng),
-         "variants": ["n2v", "n2v2"]},
-        {"name": "bbbc007 2D, peak 10, read 3", "clean": clean2d, "noisy": poisson_gaussian(clean2d, 10, 3, rng),
-         "variants": ["n2v", "n2v2"]},
-        {"name": "bbbc007 2D, stripes", "clean": clean2d, "noisy": striped(clean2d, 30, 6, rng),
+        {"key": "p30", "name": "bbbc007 2D, peak 30, read 3", "clean": clean2d,
+         "noisy": poisson_gaussian(clean2d, 30, 3, rng), "variants": ["n2v", "n2v2"]},
+        {"key": "p10", "name": "bbbc007 2D, peak 10, read 3", "clean": clean2d,
+         "noisy": poisson_gaussian(clean2d, 10, 3, rng), "variants": ["n2v", "n2v2"]},
+        {"key": "stripes", "name": "bbbc007 2D, stripes", "clean": clean2d, "noisy": striped(clean2d, 30, 6, rng),
          "variants": ["n2v", "structn2v"]},
-        {"name": "cells3d 3D, peak 30, read 3", "clean": clean3d, "noisy": poisson_gaussian(clean3d, 30, 3, rng),
-         "variants": ["n2v", "n2v2"]},
-        {"name": "cells3d 3D, peak 10, read 3", "clean": clean3d, "noisy": poisson_gaussian(clean3d, 10, 3, rng),
-         "variants": ["n2v", "n2v2"]},
-        {"name": "HybISS 2D (real noise)", "clean": None, "noisy": real, "variants": ["n2v"]},
+        {"key": "3d_p30", "name": "cells3d 3D, peak 30, read 3", "clean": clean3d,
+         "noisy": poisson_gaussian(clean3d, 30, 3, rng), "variants": ["n2v", "n2v2"]},
+        {"key": "3d_p10", "name": "cells3d 3D, peak 10, read 3", "clean": clean3d,
+         "noisy": poisson_gaussian(clean3d, 10, 3, rng), "variants": ["n2v", "n2v2"]},
+        {"key": "hybiss", "name": "HybISS 2D (real noise)", "clean": None, "noisy": real, "variants": ["n2v"]},
     ]
     return out[:1] + out[3:4] if quick else out
 
@@ -284,6 +284,9 @@ def main() -> None:
                     help="the same-time phase on every image and method (default: the --quick subset)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     ap.add_argument("--quick", action="store_true", help="one 2D and one 3D image, N2V only")
+    ap.add_argument("--images", default="", help="only these images: p30, p10, stripes, 3d_p30, 3d_p10, hybiss")
+    ap.add_argument("--variants", default="", help="only these methods where an image has them: n2v, n2v2, "
+                                                   "structn2v")
     ap.add_argument("--worker", choices=["mmv", "careamics"])
     ap.add_argument("--variant", default="n2v")
     ap.add_argument("--image")
@@ -303,7 +306,8 @@ def main() -> None:
         print(f"{'image':32} {'method':26} {'PSNR':>7} {'SSIM':>6} {'dPSNR vs CAREamics':>19} {'patches/s':>10} "
               f"{'steps':>6} {'patches':>8}")
         ratios = []
-        for img in images(quick):
+        wanted = [k for k in args.images.split(",") if k]
+        for img in (i for i in images(quick) if not wanted or i["key"] in wanted):
             noisy, clean = img["noisy"], img["clean"]
             rows = []
             if clean is not None:
@@ -312,7 +316,8 @@ def main() -> None:
                 rows.append((f"best Gaussian (s={sigma:g})", p, s, None, None))
                 p, s, h = best_nlm(noisy, clean)
                 rows.append((f"non-local means (h={h:g}s)", p, s, None, None))
-            for variant in (["n2v"] if quick else img["variants"]):
+            only = [v for v in args.variants.split(",") if v]
+            for variant in (v for v in (["n2v"] if quick else img["variants"]) if not only or v in only):
                 results = {}
                 for tool in ("mmv", "careamics"):
                     out, info = run_worker(python, tool, variant, noisy, args, budget)
