@@ -414,8 +414,32 @@ def test_pickled_objects_are_refused_never_unpickled(im2im_record, tmp_path, cap
     image = tmp_path / "image.tif"
     tifffile.imwrite(image, np.zeros((8, 32, 32), np.float32))
     code, _, err = run_cli(["predict", str(entry), str(image), "--out", str(tmp_path / "out")], capsys)
-    assert_clean_error(code, err, "weights_only=True", "pickled Python objects", "os.makedirs")
+    assert_clean_error(code, err, "weights_only=True", "pickled Python objects", "os.makedirs",
+                       "config.mmv_zoo.pretrained")  # the line names the entry and the file
     assert not im2im_record["marker"].exists()
+
+
+def test_checkpoints_with_monai_metatensors_in_callback_state_load(tmp_path):
+    """MMV_Im2Im's label-free configurations keep early-stopping and checkpoint callback state whose
+    values are MONAI MetaTensors: such a file loads (weights only), anything else pickled does not."""
+    import torch
+    from monai.data import MetaTensor
+
+    from mmv_zoo.errors import RunError
+    from mmv_zoo.remote.im2im_checkpoint import read_network_state
+
+    weights = {"net.conv.weight": torch.arange(6.0).reshape(2, 3)}
+    torch.save({"state_dict": weights, "callbacks": {
+        "EarlyStopping{'monitor': 'val_loss'}": {"best_score": MetaTensor(torch.tensor(0.25)), "wait_count": 3},
+        "ModelCheckpoint{'monitor': 'val_loss'}": {"best_model_score": MetaTensor(torch.tensor(0.25))}}},
+        tmp_path / "best.ckpt")
+    state = read_network_state(tmp_path / "best.ckpt", "entry: config.mmv_zoo.pretrained (best.ckpt)")
+    assert list(state) == ["conv.weight"] and torch.equal(state["conv.weight"], weights["net.conv.weight"])
+    trap = {"state_dict": weights, "hyper_parameters": {"cfg": _Trap(str(tmp_path / "ran"))}}
+    torch.save(trap, tmp_path / "bad.ckpt")
+    with pytest.raises(RunError, match=r"^entry \(bad.ckpt\): torch.load\(weights_only=True\) refuses"):
+        read_network_state(tmp_path / "bad.ckpt", "entry (bad.ckpt)")
+    assert not (tmp_path / "ran").exists()
 
 
 def test_extract_member_is_atomic_and_safe(tmp_path):

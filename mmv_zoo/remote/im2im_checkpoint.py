@@ -56,6 +56,17 @@ def fnet_key(key: str) -> str:
     return ".".join(out)
 
 
+def _safe_classes() -> list[Any]:
+    """Classes besides tensors that MMV_Im2Im checkpoints hold and weights-only loading may rebuild:
+    MONAI's MetaTensor, the value of the early-stopping and checkpoint callbacks' state in the paper's
+    label-free configurations (a tensor subclass: rebuilding it runs no code of the file's)."""
+    try:
+        from monai.data.meta_tensor import MetaTensor
+    except ImportError:  # MONAI is a dependency; without it such a file is refused as any other
+        return []
+    return [MetaTensor]
+
+
 def read_network_state(path: Path, what: str | None = None) -> dict[str, Any]:
     """The network's tensors of an MMV_Im2Im checkpoint: its `state_dict` entries under `net.`, prefix
     removed (a file that is itself such a state dict is accepted too). Errors start with `what`
@@ -67,12 +78,13 @@ def read_network_state(path: Path, what: str | None = None) -> dict[str, Any]:
     path = Path(path)
     what = what or str(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_safe_classes()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f" (e.g. {found.group(1)})" if found else ""
+        example = f" (e.g. {found.group(1)})" if found else ""
         raise RunError(f"{what}: torch.load(weights_only=True) refuses this checkpoint: it holds pickled Python "
-                       f"objects{what}, not only tensors, and mmv_zoo never unpickles downloaded files; if you "
+                       f"objects{example}, not only tensors, and mmv_zoo never unpickles downloaded files; if you "
                        "trust it, save its state_dict alone (torch.save(ckpt['state_dict'], ...)) and use that "
                        "file") from None
     except Exception as e:  # a truncated file, not a PyTorch file at all, ...
