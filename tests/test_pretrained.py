@@ -419,6 +419,27 @@ def test_pickled_objects_are_refused_never_unpickled(im2im_record, tmp_path, cap
     assert not im2im_record["marker"].exists()
 
 
+def test_an_im2im_checkpoint_converts_to_a_package_that_predicts_as_the_entry(im2im_record, tmp_path, capsys):
+    """`mmv-zoo export ENTRY --sample IMAGE` for an entry whose weights are an MMV_Im2Im checkpoint:
+    a tested package whose prediction equals the entry's; without --sample one line says what to give."""
+    from mmv_zoo.export.package import export_package
+    from mmv_zoo.settings.predict import Options
+
+    from .test_cli import assert_clean_error, run_cli
+
+    entry = _im2im_entry(tmp_path, "fnet", "models/labelfree/2d/fnet.ckpt")
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, np.random.default_rng(1).normal(size=(96, 120)).astype(np.float32))
+    code, _, err = run_cli(["export", str(entry), "--out", str(tmp_path / "no.zip")], capsys)
+    assert_clean_error(code, err, "MMV_Im2Im checkpoint", "--sample")
+    result = export_package(entry, tmp_path / "fnet.zip", sample=image,
+                            formats=("torchscript", "pytorch_state_dict"))
+    assert result.test_results == {"torchscript": "passed", "pytorch_state_dict": "passed"}
+    (pkg,) = predict_files(tmp_path / "fnet.zip", [image], tmp_path / "pkg")
+    (own,) = predict_files(entry, [image], tmp_path / "own", options=Options(border="mirror"))  # as packages do
+    np.testing.assert_allclose(read_image(pkg.output, 2).data, read_image(own.output, 2).data, rtol=1e-4, atol=1e-4)
+
+
 def test_checkpoints_with_monai_metatensors_in_callback_state_load(tmp_path):
     """MMV_Im2Im's label-free configurations keep early-stopping and checkpoint callback state whose
     values are MONAI MetaTensors: such a file loads (weights only), anything else pickled does not."""

@@ -93,20 +93,28 @@ def export_package(
     check_writable(out.parent)
     try:
         from ..predict.sources import resolve_source
-        from ..run import RunFolder, load_model
+        from ..remote.pretrained import entry_package
+        from ..run import RunFolder, load_im2im_checkpoint, load_model
 
         src = resolve_source(source)
-        if src.kind not in ("run", "checkpoint"):
-            what = "a BioImage.IO package" if src.kind == "package" else "a zoo entry"
-            raise ExportError(f"{source}: is {what}; export takes a trained run folder or checkpoint (.ckpt)")
-        model = load_model(source, direction=direction)
+        if im2im_entry(src):  # the paper's weights converted: the entry's network, an MMV_Im2Im checkpoint
+            if sample is None:
+                raise ExportError(f"{source}: its weights are an MMV_Im2Im checkpoint, which records no "
+                                  "validation image; pass a sample image (--sample) for the test tensors")
+            model = load_im2im_checkpoint(src.entry, entry_package(src.entry).path)
+        elif src.kind not in ("run", "checkpoint"):
+            what = "a BioImage.IO package" if src.kind == "package" else "a zoo entry without MMV_Im2Im weights"
+            raise ExportError(f"{source}: is {what}; export takes a trained run folder or checkpoint (.ckpt), "
+                              "or a zoo entry whose weights are an MMV_Im2Im checkpoint")
+        else:
+            model = load_model(source, direction=direction)
     except ExportError:
         raise
     except RunError as e:
         raise ExportError(str(e)) from None
     entry = model.entry
     check_exportable(entry.mmv.data.normalization.source)  # before any work: no package for macenko
-    run = RunFolder.of(source)
+    run = RunFolder.of(source) if src.kind in ("run", "checkpoint") else None
     info = run.read_info() if run is not None else None
     sizes = export_sizes(entry, model.inference_model())
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)
@@ -123,6 +131,12 @@ def export_package(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def im2im_entry(src: Any) -> bool:
+    """A resolved source that is a zoo entry whose pretrained weights are an MMV_Im2Im checkpoint."""
+    pre = src.entry.mmv.pretrained if src.kind == "entry" else None
+    return pre is not None and pre.format == "mmv_im2im_checkpoint"
 
 
 def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
