@@ -280,6 +280,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps per training (both tools)")
     ap.add_argument("--epochs", type=int, default=12, help="epochs the steps are spread over (validation after each)")
     ap.add_argument("--budget", type=float, default=0, help="also train every method for this many seconds")
+    ap.add_argument("--no-steps", action="store_true", help="only the same-time phase (with --budget)")
     ap.add_argument("--budget-all", action="store_true",
                     help="the same-time phase on every image and method (default: the --quick subset)")
     ap.add_argument("--venv", type=Path, default=DEFAULT_VENV)
@@ -298,7 +299,7 @@ def main() -> None:
         return
     python = ensure_venv(args.venv)
     print(f"load average at start: {os.getloadavg()}; steps {args.steps} over {args.epochs} epochs", flush=True)
-    phases = [("same steps", None, args.quick)]
+    phases = [] if args.no_steps else [("same steps", None, args.quick)]
     if args.budget:
         phases.append((f"same time ({args.budget:.0f} s)", args.budget, args.quick or not args.budget_all))
     for phase, budget, quick in phases:
