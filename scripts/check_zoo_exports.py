@@ -43,6 +43,7 @@ pin older releases in their own environments)."""
 
 def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST,)) -> tuple[bool, str]:
     from mmv_zoo.entry import load_entry
+    from mmv_zoo.export.consumers import package_unmet
     from mmv_zoo.export.package import export_package
     from mmv_zoo.testing import first_image, tiny_data, tiny_overrides
     from mmv_zoo.training.train import train
@@ -59,6 +60,8 @@ def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST
         package = export_package(run, work / f"{name}{suffix}.zip", formats=tuple(FORMATS.split(",")),
                                  direction=direction)
         np.save(work / f"input{suffix}.npy", inp)
+        problems = package_unmet(package.zip_path)
+        viewers = "QuPath/deepImageJ: " + ("yes" if not problems else "no (" + "; ".join(problems) + ")")
         for core in cores:
             env = dict(os.environ)
             env.pop("CHECK_CORE", None)
@@ -67,7 +70,7 @@ def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST
             proc = subprocess.run(["bash", str(checker), str(package.zip_path), str(work / f"input{suffix}.npy")],
                                   capture_output=True, text=True, env=env)
             lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-            last = (f"{direction}: " if direction else "") + f"[{core}] " + (
+            last = (f"{direction}: " if direction else "") + f"{viewers}; [{core}] " + (
                 lines[-1] if lines else proc.stderr.strip()[-300:])
             if proc.returncode != 0:
                 print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")

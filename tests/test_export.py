@@ -180,3 +180,20 @@ def test_failed_package_test_writes_nothing(run_2d, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="outputs differ"):
         export_package(run_2d, out, formats=("torchscript",))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_which_packages_qupath_and_deepimagej_can_run(run_2d, tmp_path):
+    """Ours (one input, one output, b/c/y/x axes, torchscript) meet what TorchScript-only viewers ask;
+    a package without torchscript, or with two outputs, does not, and says why."""
+    from mmv_zoo.export.consumers import package_unmet, unmet
+
+    out = export_package(run_2d, tmp_path / "nuclei.zip", formats=("torchscript",)).zip_path
+    assert package_unmet(out) == []
+    with zipfile.ZipFile(out) as z:
+        rdf = yaml.safe_load(z.read("rdf.yaml"))
+    two = {**rdf, "outputs": rdf["outputs"] * 2, "weights": {"onnx": {"source": "w.onnx"}}}
+    problems = unmet(two)
+    assert "1 input(s) and 2 output(s); they run one of each" in problems
+    assert "no torchscript weights (they run TorchScript only)" in problems
+    odd = {**rdf, "inputs": [{**rdf["inputs"][0], "axes": [{"type": "channel"}, {"type": "space", "id": "x"}]}]}
+    assert any(p.startswith("input axes ['channel', 'space']") for p in unmet(odd))
