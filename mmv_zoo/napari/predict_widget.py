@@ -166,7 +166,8 @@ class PredictWidget(QWidget):
         self.status.setText("loading the model…" if cached is None else "predicting…")
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.worker = create_worker(self._predict, source, options, key, cached, layers, _ignore_errors=True)
+        self.worker = create_worker(self._predict, source, options, key, cached, layers, self.trust.isChecked(),
+                                    _ignore_errors=True)
         self.worker.returned.connect(self._done)
         self.worker.errored.connect(self._failed)
         self.worker.finished.connect(self._finished)
@@ -177,11 +178,13 @@ class PredictWidget(QWidget):
         self._cancel = True
         self.status.setText("cancelling…")
 
-    def _predict(self, source: str, options: Options, key: Any, predictor: Any, layers: list[Any]) -> dict:
+    def _predict(self, source: str, options: Options, key: Any, predictor: Any, layers: list[Any],
+                 trust_code: bool) -> dict:
+        """The worker thread's part: it reads no widget (Qt widgets belong to the GUI thread)."""
         if predictor is None:
             from ..predict.sources import open_predictor
 
-            predictor = open_predictor(source, options=options, trust_code=self.trust.isChecked())
+            predictor = open_predictor(source, options=options, trust_code=trust_code)
         self._cached = (key, predictor)
         channels, lead = layer_channels(layers, predictor.spatial_dims)
         if len(channels) != predictor.in_channels:
