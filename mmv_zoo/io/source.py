@@ -208,6 +208,10 @@ class ImageSource:
         idx = self.channel_indices(channels, scene)
         zs, ys, xs = (_range(self.path, ax, r, n) for ax, r, n in (("z", z, info.Z), ("y", y, info.Y),
                                                                    ("x", x, info.X)))
+        return self._read(info, int(t), idx, zs, ys, xs)
+
+    def _read(self, info: SceneInfo, t: int, idx: list[int], zs: slice, ys: slice, xs: slice) -> np.ndarray:
+        """The (C, Z, Y, X) block of checked ranges, read through bioio's dask arrays."""
         partial_z = zs.stop - zs.start < info.Z
         img = self._planes_image(info) if partial_z else self._img
         try:
@@ -237,9 +241,12 @@ class ImageSource:
 
 
 def open_image(path: str | Path) -> ImageSource:
-    """Open `path` lazily through bioio; unreadable or missing files are a DataError naming the file."""
+    """Open `path` lazily through bioio (a plain one-plane TIFF through tifffile alone, which reads it as
+    bioio does: see `mmv_zoo.io.tiff`); unreadable or missing files are a DataError naming the file."""
+    from .tiff import open_plain_tiff
+
     path = Path(path)
-    return ImageSource(path, _open(path))
+    return open_plain_tiff(path) or ImageSource(path, _open(path))
 
 
 def _set_scene(img: Any, index: int) -> None:
