@@ -13,9 +13,9 @@ def cache_dir() -> Path:
     env = os.environ.get("MMV_ZOO_CACHE")
     if env:
         return Path(env).expanduser()
-    import pooch
+    import platformdirs  # what pooch.os_cache uses, without importing pooch (and requests) here
 
-    return Path(pooch.os_cache("mmv_zoo"))
+    return Path(platformdirs.user_cache_dir("mmv_zoo"))
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

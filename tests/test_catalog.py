@@ -60,8 +60,8 @@ def test_card(capsys):
     assert "segmentation (fcn framework)" in out and "fnet, 2D" in out
     assert "doi:10.1093/gigascience/giad120" in out  # citations
     assert "bundled: mmv_zoo/sample_data/bbbc007/train" in out and "layout: `DATA/images/" in out  # data
-    assert "holdout_foreground_f1: 0.973" in out  # metrics recorded with the weights
-    assert "Weights: bundled" in out and "sha256: 2554e2cdac01598e" in out
+    assert "holdout_foreground_f1: 0.9842" in out  # metrics recorded with the weights
+    assert "Weights: bundled" in out and "sha256: abca1b9180bcc7aa" in out
     assert "max_epochs" not in out  # the card, not the YAML
     untrained = card(load_entry("labelfree_3d_fnet"))
     assert "Weights: train first" in untrained and "none recorded yet" in untrained

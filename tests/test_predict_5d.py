@@ -71,7 +71,7 @@ def test_many_small_tiles_stream_into_the_writer(run_3d, stack_5d, tmp_path):
     from mmv_zoo.predict import halo as receptive_field
 
     model = load_model(run_3d)
-    _, radius = engine.entry_halo(model.entry, model.inference_model())
+    _, radius = receptive_field.entry_halo(model.entry, model.inference_model())
     steps = [r.step for r in model.entry.mmv.network.size_rule(3)]
     full = [receptive_field.halo_from_radius(r, s, 10**6) for r, s in zip(radius, steps, strict=True)]
     path, _ = stack_5d

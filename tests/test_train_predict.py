@@ -162,7 +162,7 @@ def test_tiling_does_not_change_the_prediction(run_2d, data_2d):
     model = load_model(run_2d)
     entry = model.entry
     x = read_image(sorted((data_2d / "images").iterdir())[0], 2).data[:, :96, :90]
-    capped, radius = engine.entry_halo(entry, model.inference_model())
+    capped, radius = receptive_field.entry_halo(entry, model.inference_model())
     assert capped == [16, 16] and radius[0] > 16  # the tiny test patch (32) caps the halo at 16
     capped_tiles = engine.predict_array(model, x, entry, budget=(2 * 16 + 16) ** 2)
     # the full halo (the field rounded up to half a step), as an entry trained on larger patches gets

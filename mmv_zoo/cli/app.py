@@ -446,11 +446,14 @@ def publish(
     zoo: Annotated[Path, typer.Option(help="Your zoo folder, entries are <zoo>/<name>/rdf.yaml (default: ./zoo "
                                            "in the current folder).")] = Path("zoo"),
     sample: Annotated[Path | None, typer.Option(help="Image for the package's test tensors and cover.")] = None,
+    formats: Annotated[str, typer.Option(help="Weight formats, comma-separated: torchscript, pytorch_state_dict, "
+                                              "onnx (ONNX lets predict start without importing torch).")]
+    = "torchscript,pytorch_state_dict",
 ) -> None:
     """Export a run into a zoo entry: its tested package, sha256 and metrics, ready for predict and pull."""
     from ..catalog.publish import publish as do_publish
 
-    done = do_publish(run, entry, zoo, sample)
+    done = do_publish(run, entry, zoo, sample, formats=tuple(f.strip() for f in formats.split(",") if f))
     verb = "created" if done.created else "updated"
     _console().print(f"[bold green]{verb}[/bold green] {done.entry}\n  package {done.package}\n  sha256  "
                      f"{done.sha256}\n  try: mmv-zoo predict {done.entry.parent} IMAGE --out OUT", highlight=False,

@@ -19,41 +19,18 @@ mmv_zoo asks of a trained framework is a method here, with the task's behaviour 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 from torch import nn
 
 from ..entry import Entry
 from ..errors import RunError
 from ..settings.framework import FrameworkSpec, framework_spec
+from .finish import Finish, task_postprocess
 from .optim import build_optimizer, build_scheduler
 
-Finish = Callable[[np.ndarray], np.ndarray]
-"""Post-processing of a (K, [Z], Y, X) network output (one tile's kept core, or the whole image)."""
-
-
-def task_postprocess(task: str, channel_names: list[str], options: Any) -> tuple[Finish, list[str]]:
-    """The task's default post-processing of network outputs and the output channel names:
-    segmentation -> labels (argmax, or thresholded; `options.probabilities` keeps the probabilities),
-    regression -> values as predicted (a 0/1 mask with `options.threshold`)."""
-    t = options.threshold
-    if task == "segmentation" and not options.probabilities:
-        def labels(y: np.ndarray) -> np.ndarray:
-            dtype = np.uint8 if y.shape[0] < 256 else np.uint16
-            if t is not None and y.shape[0] == 2:
-                return (y[1:2] >= t).astype(dtype)
-            lab = y.argmax(0)[None]
-            if t is not None:
-                lab[y.max(0)[None] < t] = 0
-            return lab.astype(dtype)
-        return labels, ["labels"]
-    if task == "regression" and t is not None:
-        return (lambda y: (y >= t).astype(np.uint8)), ["labels"]
-    return (lambda y: y.astype(np.float32)), list(channel_names)
-
+__all__ = ["Finish", "Framework", "task_postprocess"]
 
 class Framework(pl.LightningModule):
     """Base of every framework; see the module doc for the contract."""

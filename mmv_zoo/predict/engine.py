@@ -13,12 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..frameworks.base import task_postprocess
+from ..frameworks.finish import task_postprocess
 from ..settings.predict import Options, halo_per_axis
 from ..transforms.normalize import normalizer
-from .halo import entry_halo
 from .memory import probe_size, voxel_budget
-from .package_predictor import PackagePredictor
 from .predictor import Predictor
 from .tiler import plan_tiles, predict_tiled
 
@@ -107,6 +105,8 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
 def tile_halo(entry: Any, net: Any, wanted: list[int] | None = None) -> list[int]:
     """What each tile is cropped by per space axis: `wanted` (`Options.halo`), else the network's
     measured receptive field (exact tiling)."""
+    from .halo import entry_halo  # measures with torch: imported only where a network is at hand
+
     wanted = halo_per_axis(wanted, [a.id for a in entry.inputs[0].space_axes])
     return entry_halo(entry, net)[0] if wanted is None else wanted
 
@@ -182,10 +182,11 @@ class EntryPredictor(Predictor):
     def __init__(self, entry: Any, probabilities: bool = False, trust_code: bool = False,
                  weight_format: str | None = None, options: Options | None = None) -> None:
         from ..remote.pretrained import entry_package
+        from .verified_package import open_package
 
         self.entry = entry
         self.package = entry_package(entry)
-        self.inner = PackagePredictor(self.package.path, trust_code=trust_code, weight_format=weight_format,
+        self.inner = open_package(self.package.path, trust_code=trust_code, weight_format=weight_format,
                                       border=options.border if options else None, raw=True,
                                       halo=options.halo if options else None)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels

@@ -17,10 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import read_record, sha256_of, write_record
-from ..data.dataset import pad_to
 from ..errors import DataError, RunError
-from ..frameworks.embedseg.cluster import settings_labels
-from ..frameworks.embedseg.embedding import axes_spacing
 from ..run import RunFolder
 from ..settings.embedseg import EmbedSegSettings
 from ..settings.networks import SizeRule
@@ -220,13 +217,19 @@ def verified_format(descr: Any, source: str | Path, formats: list[str]) -> tuple
 
 def instance_settings(descr: Any, source: str | Path) -> Any:
     """The `embedseg` clustering settings of an mmv_zoo package of task `instance`; None otherwise."""
-    config = descr.config.get("mmv_zoo") if hasattr(descr.config, "get") else getattr(descr.config, "mmv_zoo", None)
-    if not isinstance(config, dict) or config.get("task") != "instance" or not isinstance(config.get("embedseg"), dict):
+    return instance_config(descr.config, source)
+
+
+def instance_config(config: Any, source: str | Path) -> Any:
+    """The `embedseg` settings in a package's `config` (a mapping with `mmv_zoo`) when its task is
+    `instance`; None otherwise; RunError naming the field when they are invalid."""
+    mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+    if not isinstance(mmv, dict) or mmv.get("task") != "instance" or not isinstance(mmv.get("embedseg"), dict):
         return None
     from pydantic import ValidationError
 
     try:
-        return EmbedSegSettings.model_validate(config["embedseg"])
+        return EmbedSegSettings.model_validate(mmv["embedseg"])
     except ValidationError as e:
         raise RunError(f"{source}: config.mmv_zoo.embedseg: {' '.join(str(e).split())[:300]}") from None
 
@@ -277,6 +280,9 @@ class PackagePredictor(Predictor):
         y, names = self.outputs(x)
         if self.instances is None:
             return y, names
+
+        from ..frameworks.embedseg.cluster import settings_labels
+        from ..frameworks.embedseg.embedding import axes_spacing
 
         scales = [float(a.scale) for a in self.input.axes if a.type == "space"]
         return settings_labels(y, self.instances, axes_spacing(scales), self.seed_threshold), ["labels"]
@@ -406,6 +412,8 @@ class PackagePredictor(Predictor):
     def _fit(self, x: np.ndarray) -> tuple[np.ndarray, dict[tuple[Any, Any], int]]:
         """Pad images smaller than the package's minimum size; block size parameters that fit the image."""
         from bioimageio.spec.model import v0_5
+
+        from ..data.dataset import pad_to
 
         axes = {str(a.id): a for a in self.input.axes if a.type == "space"}
         need, ns = [], {}

@@ -16,8 +16,9 @@ from ..remote.pretrained import PretrainedPackage, entry_package, is_doi, pull_s
 from ..run import RunFolder, load_im2im_checkpoint
 from ..settings.predict import Options
 from .engine import EntryPredictor, RunPredictor
-from .package_predictor import PackagePredictor, is_package
+from .package_predictor import is_package
 from .predictor import Predictor
+from .verified_package import open_package
 
 Kind = Literal["run", "checkpoint", "package", "entry"]
 WHAT = "a run folder, checkpoint, BioImage.IO package or zoo entry"
@@ -62,7 +63,7 @@ def resolve_source(source: str | Path) -> Source:
 def open_predictor(source: str | Path | Source, probabilities: bool = False, overlap: float = 0.0,
                    trust_code: bool = False, weight_format: str | None = None,
                    options: Options | None = None) -> Predictor:
-    """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> PackagePredictor; a zoo
+    """A run folder or checkpoint -> RunPredictor; a BioImage.IO package -> its predictor (`open_package`); a zoo
     entry with pretrained weights -> EntryPredictor (or, for MMV_Im2Im weights, the entry's framework
     around them)."""
     options = options or Options(probabilities=probabilities, overlap=overlap)
@@ -71,8 +72,8 @@ def open_predictor(source: str | Path | Source, probabilities: bool = False, ove
         raise RunError(f"{src.ref}: --direction {options.direction} is for CycleGAN runs; a package or zoo entry "
                        "predicts in the one direction it was exported for")
     if src.kind == "package":
-        return PackagePredictor(src.path, trust_code=trust_code, weight_format=weight_format, border=options.border,
-                                raw=options.probabilities, seed_threshold=options.threshold, halo=options.halo)
+        return open_package(src.path, trust_code=trust_code, weight_format=weight_format, border=options.border,
+                            raw=options.probabilities, seed_threshold=options.threshold, halo=options.halo)
     if src.kind in ("run", "checkpoint"):
         return RunPredictor(src.path, options=options)  # says what a run folder lacks
     entry = src.entry
