@@ -32,9 +32,11 @@ test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(XVFB) $(BIN)/python -m pytest -q
 
-# the napari widgets' screenshots in docs/napari/, taken by their tests from the real viewer
+# the napari widgets' screenshots in docs/napari/, taken by their tests from the real viewer, and the
+# gallery's in docs/gallery/, from headless Chromium
 screenshots: $(STAMP)
 	MMV_ZOO_SCREENSHOTS=docs/napari $(XVFB) $(BIN)/python -m pytest -q tests/test_napari.py
+	MMV_ZOO_SCREENSHOTS=docs/gallery $(BIN)/python -m pytest -q tests/test_gallery.py
 
 # every bundled entry, trained a few steps, exported with all weight formats and run through the
 # independent BioImage.IO checker (../shared/tools/check_bioimageio_package.sh, its own environment)

@@ -460,6 +460,23 @@ def publish(
                      soft_wrap=True)
 
 
+@app.command()
+def gallery(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the site into (index.html, entries/, ...).")],
+    zoo: Annotated[Path | None, typer.Option(help="A zoo folder (<zoo>/<entry>/rdf.yaml); default: the bundled "
+                                                  "zoo.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Write a static web site of a zoo: an index filterable by task, dimensions and framework, and a page
+    per entry (cover, metrics beside the paper's, commands, package download). Opens from the file
+    system or any static host."""
+    from ..catalog.gallery import build_gallery
+
+    site = build_gallery(out, zoo=zoo, overwrite=overwrite)
+    _console().print(f"[bold green]wrote[/bold green] {site.index} ({len(site.pages)} entry pages, "
+                     f"{len(site.packages)} packages)", highlight=False, soft_wrap=True)
+
+
 data_app = typer.Typer(help="Public training data of zoo entries: download and arrange it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
