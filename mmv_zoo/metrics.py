@@ -268,3 +268,42 @@ def otsu_foreground(image: np.ndarray) -> np.ndarray:
     from skimage.filters import threshold_otsu
 
     return np.asarray(image) > threshold_otsu(np.asarray(image))
+
+
+TOP_FRACTION = 0.05
+"""The most uncertain pixels `uncertainty_scores` looks at: 5 % of the image."""
+
+
+def uncertainty_scores(uncertainty: np.ndarray, error: np.ndarray) -> dict[str, float]:
+    """How well a per-pixel uncertainty map ranks a prediction's errors (both arrays of one shape).
+
+    `error` is boolean (wrong pixels: segmentation) or an absolute error (regression).
+    - `uncertainty_top5_ratio`: the mean error of the 5 % most uncertain pixels over the mean error of
+      all pixels: 1 for an uninformative map, 20 when every one of them is wrong and 5 % of all are;
+      NaN when the prediction has no error at all.
+    - `uncertainty_auc` (boolean errors): the probability that a wrong pixel is more uncertain than a
+      right one (ROC AUC; 0.5 uninformative, ties count half); NaN without both kinds of pixel.
+    - `uncertainty_spearman` (continuous errors): rank correlation of uncertainty and absolute error.
+    """
+    from scipy.stats import rankdata
+
+    u = np.asarray(uncertainty, np.float64).ravel()
+    e = np.asarray(error).ravel()
+    if u.shape != e.shape:
+        raise ValueError(f"uncertainty of {u.size} values for {e.size} errors")
+    k = max(1, int(round(TOP_FRACTION * u.size)))
+    top = np.argpartition(-u, k - 1)[:k]
+    overall = float(e.mean())
+    ratio = float(e[top].mean()) / overall if overall > 0 else float("nan")
+    if e.dtype == bool:
+        n_wrong = int(e.sum())
+        n_right = e.size - n_wrong
+        if n_wrong == 0 or n_right == 0:
+            return {"uncertainty_top5_ratio": ratio, "uncertainty_auc": float("nan")}
+        ranks = rankdata(u)
+        auc = (float(ranks[e].sum()) - n_wrong * (n_wrong + 1) / 2) / (n_wrong * n_right)
+        return {"uncertainty_top5_ratio": ratio, "uncertainty_auc": auc}
+    if np.ptp(u) == 0 or np.ptp(e) == 0:
+        return {"uncertainty_top5_ratio": ratio, "uncertainty_spearman": float("nan")}
+    return {"uncertainty_top5_ratio": ratio,
+            "uncertainty_spearman": float(np.corrcoef(rankdata(u), rankdata(e))[0, 1])}

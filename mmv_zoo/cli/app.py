@@ -283,6 +283,15 @@ def predict(
     devices: Annotated[int, typer.Option(min=1, help="Processes per node (GPUs, or CPU processes) that share "
                                                      "the files, through Lightning.")] = 1,
     num_nodes: Annotated[int, typer.Option(min=1, help="Nodes (e.g. under SLURM), through Lightning.")] = 1,
+    uncertainty: Annotated[str | None, typer.Option(help="Also write a per-pixel uncertainty map "
+                                                         "<name>_uncertainty.ome.tiff: tta (over flips), "
+                                                         "dropout (MC dropout of a run trained with dropout) "
+                                                         "or ensemble (with --member); entropy for "
+                                                         "segmentation, variance for regression.")] = None,
+    samples: Annotated[int | None, typer.Option(min=2, help="--uncertainty dropout: forward passes "
+                                                            "(default 8).")] = None,
+    member: Annotated[list[str] | None, typer.Option(help="--uncertainty ensemble: another run, entry or "
+                                                          "package (repeat the option).")] = None,
 ) -> None:
     """Predict images (2D-5D: scenes, time points, channels, z) with a run, a BioImage.IO package or a
     zoo entry with weights; outputs keep the inputs' pixel sizes, channel names and time steps."""
@@ -309,7 +318,8 @@ def predict(
 
         done = predict_files(source, inputs, out, overwrite, on_file=report, trust_code=trust_code,
                              weight_format=weights, options=options, selection=selection, on_tile=tile,
-                             devices=devices, num_nodes=num_nodes)
+                             devices=devices, num_nodes=num_nodes, uncertainty=uncertainty, samples=samples,
+                             members=member)
     console.print(f"{sum(not p.skipped for p in done)} predicted, {sum(p.skipped for p in done)} skipped -> {out}",
                   highlight=False)
 
@@ -342,6 +352,12 @@ def evaluate(
                                             "for validation.")] = "all",
     trust_code: Annotated[bool, typer.Option(help="Packages: allow pytorch_state_dict weights (runs the "
                                                   "package's own Python code).")] = False,
+    uncertainty: Annotated[str | None, typer.Option(help="Predict with an uncertainty map (tta, dropout or "
+                                                         "ensemble, as predict) and score how well it ranks "
+                                                         "the errors.")] = None,
+    samples: Annotated[int | None, typer.Option(min=2, help="--uncertainty dropout: forward passes.")] = None,
+    member: Annotated[list[str] | None, typer.Option(help="--uncertainty ensemble: another model (repeat).")]
+    = None,
 ) -> None:
     """Score a model on labelled data with the paper's metrics: Pearson, SSIM and PSNR (regression), F1 and
     IoU per class (segmentation), AP at IoU 0.5 and mean AP 0.5-0.95 (instances); prints a table and writes
@@ -356,7 +372,8 @@ def evaluate(
         console.print(f"[green]scored[/green] {r.name}", highlight=False, soft_wrap=True)
 
     result = run_evaluation(source, data, out, predictions=predictions, task=task, split=split,
-                            trust_code=trust_code, on_image=report)
+                            trust_code=trust_code, on_image=report, uncertainty=uncertainty,
+                            samples=samples, members=member)
     n = len(result.images)
     table = Table(title=f"{result.task} scores ({n} image{'s' if n != 1 else ''})")
     counts = [c for c in ("n_true", "n_pred", "tp50", "fp50", "fn50") if c in result.columns]  # one column

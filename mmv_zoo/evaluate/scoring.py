@@ -309,12 +309,17 @@ def _summary(task: str, spec: Scoring, images: list[ImageResult], columns: list[
 
 def evaluate(source: str | Path | None, data: Path, out: Path | None = None, predictions: Path | None = None,
              task: str | None = None, split: str = "all", trust_code: bool = False,
-             on_image: Callable[[ImageResult], None] | None = None) -> Evaluation:
-    """Score SOURCE (or the predictions in `predictions`) on every pair of `data`; see the module doc."""
+             on_image: Callable[[ImageResult], None] | None = None, uncertainty: str | None = None,
+             samples: int | None = None, members: list[str] | None = None) -> Evaluation:
+    """Score SOURCE (or the predictions in `predictions`) on every pair of `data`; see the module doc.
+    With `uncertainty` (see predict.uncertainty), each prediction comes with its uncertainty map and
+    the scores say how well the map ranks the prediction's errors (`metrics.uncertainty_scores`)."""
     if task is not None and task not in TASKS:
         raise DataError(f"--task {task!r}: choose regression, segmentation or instance")
     if source is None and predictions is None:
         raise DataError("give a model (SOURCE) to predict with, or --predictions DIR with images already predicted")
+    if uncertainty is not None and (source is None or predictions is not None):
+        raise DataError("--uncertainty: give a model (SOURCE) to predict with, not --predictions")
     data = Path(data)
     spec = describe(source) if source is not None else Scoring(task=None, name=Path(predictions).name)
     if task is not None and spec.task is not None and task != spec.task:
@@ -337,7 +342,14 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
         from ..predict.sources import open_predictor
 
         pred_dir = out / "predictions"
-        pred_for = _predict_all(open_predictor(source, trust_code=trust_code), pairs, pred_dir)
+        if uncertainty is not None:
+            from ..predict.engine import Options
+            from ..predict.uncertainty import open_uncertain
+
+            predictor = open_uncertain([source, *(members or [])], uncertainty, Options(), samples, trust_code)
+        else:
+            predictor = open_predictor(source, trust_code=trust_code)
+        pred_for = _predict_all(predictor, pairs, pred_dir)
     else:
         pred_dir = Path(predictions)
         if not pred_dir.is_dir():
@@ -363,8 +375,13 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
         columns = _class_columns(spec, n)
         for r in images:
             r.counts = np.pad(r.counts, (0, n - r.counts.shape[0]))
-            r.scores = _class_row(r.counts, spec)
+            r.scores = {**_class_row(r.counts, spec), **{k: v for k, v in r.scores.items()
+                                                          if k.startswith("uncertainty_")}}
+    if uncertainty is not None:
+        columns += [c for c in images[0].scores if c.startswith("uncertainty_")]
     summary = _summary(task, spec, images, columns)
+    for row in summary.values():  # pooled rows: the uncertainty columns are the mean over images
+        row.update({c: summary["mean"][c] for c in columns if c.startswith("uncertainty_")})
     make_folder(out)
     csv_path = _write_csv(out / "metrics.csv", columns, images, summary)
     from .figure import write_figure
@@ -403,6 +420,11 @@ def _score_pair(task: str, spec: Scoring, pair: Pair, pred_path: Path, keep_pane
         matched = counts[2]
         if scores["n_pred"] == 1 and scores["n_true"] > 1 and int(pred.max()) == 1:
             notes.append(f"{pred_path.name}: holds one object of value 1 (a mask, not instance labels?)")
+    from ..predict.uncertainty import SUFFIX
+
+    companion = pred_path.with_name(pred_path.name.replace(image_stem(pred_path), image_stem(pred_path) + SUFFIX, 1))
+    if companion.exists() and task != "instance":
+        scores.update(_uncertainty(companion, pred, truth, task, spec, pair, dims))
     result = ImageResult(pair.name, pair.source, pair.target, pred_path, scores, counts)
     if not keep_panel:
         return result, None
@@ -410,6 +432,25 @@ def _score_pair(task: str, spec: Scoring, pair: Pair, pred_path: Path, keep_pane
 
     image = read_image(pair.source, dims).data
     return result, panel(task, spec, pair.name, image, pred, truth, matched, scores)
+
+
+def _uncertainty(path: Path, pred: np.ndarray, truth: np.ndarray, task: str, spec: Scoring, pair: Pair,
+                 dims: int) -> dict[str, float]:
+    """How well the uncertainty map at `path` ranks the errors of `pred` against `truth`."""
+    u = read_image(path, dims).data.astype(np.float64)
+    if task == "segmentation":
+        t = _labels(truth, pair.target, "truth")
+        t = (t > 0).astype(t.dtype) if spec.labels == "foreground" else t
+        error = (pred.reshape(t.shape) != t).reshape((1, *u.shape[1:]))
+    else:
+        from ..transforms.normalize import normalize
+
+        t = normalize(truth, spec.target_norm) if spec.target_norm is not None else truth
+        error = np.abs(pred.astype(np.float64) - np.asarray(t, np.float64))
+    if u.shape[1:] != error.shape[1:]:
+        raise DataError(f"{path}: uncertainty map of shape {u.shape[1:]} for a prediction of {error.shape[1:]}")
+    u = np.broadcast_to(u, error.shape) if u.shape[0] == 1 else u
+    return metrics.uncertainty_scores(u, error)
 
 
 def _fmt(v: Any) -> str:

@@ -62,16 +62,25 @@ def predict_files(
     on_tile: Callable[[int, int], None] | None = None,
     devices: int = 1,
     num_nodes: int = 1,
+    uncertainty: str | None = None,
+    samples: int | None = None,
+    members: list[str] | None = None,
 ) -> list[Prediction]:
     """Predict every input image (every selected scene and time point) with a run, a BioImage.IO
     package or a zoo entry with weights: one output per input scene in `out`, OME-TIFF or OME-Zarr.
     `devices` / `num_nodes` > 1 split the files across processes through Lightning (same outputs).
+    `uncertainty` (tta, dropout or ensemble with `members`, see predict.uncertainty) also writes a
+    per-pixel uncertainty map `<stem>_uncertainty` beside each output.
     """
     paths = list(dict.fromkeys(expand_inputs(inputs)))
     _refuse_name_clashes(paths, out)
     check_writable(out)
     options = options or Options(probabilities=probabilities, overlap=overlap)
     selection = selection or Selection(channels=channels)
+    if members and uncertainty != "ensemble":
+        raise DataError("--member: only with --uncertainty ensemble")
+    if uncertainty is not None and (devices > 1 or num_nodes > 1):
+        raise DataError("--uncertainty: on one device (drop --devices / --num-nodes)")
     if devices > 1 or num_nodes > 1:
         from .distributed import predict_distributed  # imports Lightning: only when asked for
 
@@ -81,7 +90,13 @@ def predict_files(
             if on_file is not None:
                 on_file(result)
         return results
-    predictor = open_predictor(source, trust_code=trust_code, weight_format=weight_format, options=options)
+    if uncertainty is not None:
+        from .uncertainty import open_uncertain
+
+        predictor = open_uncertain([source, *(members or [])], uncertainty, options, samples, trust_code,
+                                   weight_format)
+    else:
+        predictor = open_predictor(source, trust_code=trust_code, weight_format=weight_format, options=options)
     results = []
     for path in paths:
         for result in predict_file(predictor, path, out, selection, overwrite, on_tile):

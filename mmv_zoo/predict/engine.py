@@ -62,14 +62,16 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
                   budget: int | None = None, blend: str = "cosine", options: Options | None = None,
                   finish: Callable[[np.ndarray], np.ndarray] | None = None, out: Any = None,
                   stats: np.ndarray | Callable[[], np.ndarray] | None = None,
-                  on_tile: Callable[[int, int], None] | None = None) -> Any:
+                  on_tile: Callable[[int, int], None] | None = None, mc_dropout: bool = False) -> Any:
     """The network output for (C, [Z], Y, X) `x` (an array or a lazy tile source): (K, [Z], Y, X) float32,
     or whatever `finish` makes of each core, written into `out` if given.
 
     Tiles are normalized with the image's statistics (from `stats`, an array or a callable returning
     one; default `x` itself) and cropped
     by the network's measured receptive-field halo (the one the exported package declares), so the
-    result does not depend on the tiling; tiles run on the model's device.
+    result does not depend on the tiling; tiles run on the model's device. `mc_dropout` keeps the
+    network's dropout layers active (one random draw per call: Monte-Carlo dropout) and runs it as it
+    is, without the fast CPU copy (which folds dropout away).
     """
     import torch
 
@@ -90,7 +92,8 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     budget = opts.budget or voxel_budget(net, entry, opts.batch_size * (2 if opts.tta else 1), str(device))
     plan = plan_tiles(shape, rules, halo, budget, opts.overlap, opts.border or "image")
 
-    cropped = cropped_runner(net, probe)
+    cropped = mc_dropout_runner(model) if mc_dropout else cropped_runner(net, probe)
+    fmt = torch.contiguous_format if mc_dropout else fmt
 
     def forward(batch: np.ndarray, keep: tuple[tuple[int, int], ...]) -> np.ndarray:
         with torch.inference_mode():
@@ -100,6 +103,32 @@ def predict_array(model: Any, x: Any, entry: Any, overlap: float = 0.0, batch_si
     run = flip_average(forward, entry.spatial_dims) if opts.tta else forward
     return predict_tiled(run, x, plan, out=out, batch_size=opts.batch_size, blend=opts.blend, prepare=prepare,
                          finish=finish, on_tile=on_tile, crop=True)
+
+
+def mc_dropout_runner(model: Any) -> Callable[..., Any]:
+    """A copy of the model's network with its dropout layers drawing anew on every call, cropped to the
+    kept part of each tile; the model itself stays in eval mode."""
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(model.inference_model()).eval()
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    for layer in layers:
+        layer.train()
+
+    def run(tiles: Any, keep: tuple[tuple[int, int], ...]) -> Any:
+        return net(tiles)[(slice(None), slice(None), *(slice(lo, hi) for lo, hi in keep))]
+
+    return run
+
+
+def has_dropout(model: Any) -> bool:
+    """Whether the model's network has dropout layers with a rate above 0 (what MC dropout samples)."""
+    import torch
+
+    return any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+               for m in model.inference_model().modules())
 
 
 def tile_halo(entry: Any, net: Any, wanted: list[int] | None = None) -> list[int]:
@@ -139,6 +168,7 @@ class RunPredictor(Predictor):
         direction = options.direction if options is not None else None
         self.model = (load_model(source, direction=direction) if model is None else model).to(pick_device())
         self.entry = self.model.entry
+        self.task = self.entry.mmv.task
         self.spatial_dims = self.entry.spatial_dims
         self.in_channels = self.entry.in_channels
         self.options = options or Options(probabilities=probabilities, overlap=overlap)
@@ -184,7 +214,7 @@ class EntryPredictor(Predictor):
         from ..remote.pretrained import entry_package
         from .verified_package import open_package
 
-        self.entry = entry
+        self.entry, self.task = entry, entry.mmv.task
         self.package = entry_package(entry)
         self.inner = open_package(self.package.path, trust_code=trust_code, weight_format=weight_format,
                                       border=options.border if options else None, raw=True,

@@ -143,12 +143,14 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
     holder: dict[str, Any] = {}
     sizes = predictor.pixel_sizes(info.pixel_sizes)
 
-    def writer(channels: int, dtype: Any, names: list[str]) -> Any:
-        if "w" not in holder:
-            holder["w"] = open_writer(target, (t1 - t0, channels, nz, info.Y, info.X), dtype, pixel_sizes=sizes,
-                                      channel_names=names, time_increment=info.time_increment,
-                                      overwrite=overwrite)
-        return holder["w"]
+    def writer(channels: int, dtype: Any, names: list[str], suffix: str = "") -> Any:
+        """The output (or, with `suffix`, a companion such as `_uncertainty`), opened on first use."""
+        if suffix not in holder:
+            path = target if not suffix else out / output_name(stem + suffix, fmt)
+            holder[suffix] = open_writer(path, (t1 - t0, channels, nz, info.Y, info.X), dtype, pixel_sizes=sizes,
+                                         channel_names=names, time_increment=info.time_increment,
+                                         overwrite=overwrite)
+        return holder[suffix]
 
     # a 2D model predicts a stack plane by plane (each plane normalized on its own, as if alone)
     planes = [(z, z + 1) for z in range(z0, z1)] if predictor.spatial_dims == 2 else [(z0, z1)]
@@ -157,11 +159,11 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
             for z, (lo, hi) in enumerate(planes):
                 frame = FrameSource(src, scene, t, chans, (lo, hi), predictor.spatial_dims)
                 _predict_frame(predictor, frame, t - t0, z, writer, on_tile)
-        if "w" in holder:
-            holder["w"].commit()
+        for w in holder.values():
+            w.commit()
     except BaseException as e:
-        if "w" in holder:
-            holder["w"].abort()
+        for w in holder.values():
+            w.abort()
         if isinstance(e, StainError):  # macenko normalization found no stains: name the file
             raise DataError(f"{path}: {e}") from None
         if isinstance(e, RuntimeError) and not isinstance(e, DataError):  # e.g. out of memory: name the file
@@ -193,12 +195,13 @@ def _predict_frame(predictor: Predictor, frame: FrameSource, t: int, z: int, wri
         return
     x = sample()
     x = x if x.shape == frame.shape else frame.whole()
-    y, names = predictor(x)
-    region = writer(y.shape[0], y.dtype, names).region(t)
-    if frame.dims == 3:
-        region[...] = y
-    else:
-        _Plane(region, z)[...] = y
+    y, names, companions = predictor.with_companions(x)
+    for suffix, (data, data_names) in [("", (y, names)), *companions.items()]:
+        region = writer(data.shape[0], data.dtype, data_names, suffix).region(t)
+        if frame.dims == 3:
+            region[...] = data
+        else:
+            _Plane(region, z)[...] = data
     if on_tile is not None:
         on_tile(1, 1)
 

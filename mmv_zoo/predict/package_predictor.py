@@ -220,6 +220,13 @@ def instance_settings(descr: Any, source: str | Path) -> Any:
     return instance_config(descr.config, source)
 
 
+def package_task(config: Any) -> str | None:
+    """The task an mmv_zoo package records in `config.mmv_zoo.task`; None for others' packages."""
+    mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+    task = mmv.get("task") if isinstance(mmv, dict) else None
+    return task if task in ("segmentation", "regression", "instance") else None
+
+
 def instance_config(config: Any, source: str | Path) -> Any:
     """The `embedseg` settings in a package's `config` (a mapping with `mmv_zoo`) when its task is
     `instance`; None otherwise; RunError naming the field when they are invalid."""
@@ -273,6 +280,7 @@ class PackagePredictor(Predictor):
             self.halo = halo_per_axis(halo, self.space_ids)
         self.seed_threshold = seed_threshold
         self.instances = None if raw else instance_settings(descr, source)
+        self.task = package_task(descr.config)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing;

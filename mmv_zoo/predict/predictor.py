@@ -20,6 +20,8 @@ class Predictor:
 
     spatial_dims: int
     in_channels: int
+    task: str | None = None
+    """segmentation, regression or instance where the model says (None: not known, e.g. a foreign package)."""
     streams: bool = False
     """Reads and writes tile by tile through `predict` (else whole frames through `__call__`)."""
 
@@ -37,6 +39,16 @@ class Predictor:
     def output_names(self) -> list[str]:
         """The output's channel names (known before predicting)."""
         raise NotImplementedError
+
+    def companion_names(self) -> dict[str, list[str]]:
+        """Outputs written beside the prediction (e.g. an uncertainty map): file-name suffix -> channel
+        names. Only whole-frame predictors have them."""
+        return {}
+
+    def with_companions(self, x: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, tuple[np.ndarray, list[str]]]]:
+        """`__call__`, and the companions of the same frame: suffix -> ((K', [Z], Y, X), channel names)."""
+        y, names = self(x)
+        return y, names, {}
 
     @property
     def out_channels(self) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 from ..cache import read_record
 from ..settings.networks import SizeRule
 from ..settings.predict import halo_per_axis
-from .package_predictor import PACKAGE_FILES, PackagePredictor, instance_config, package_digest
+from .package_predictor import PACKAGE_FILES, PackagePredictor, instance_config, package_digest, package_task
 from .predictor import Predictor
 from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
@@ -71,6 +71,7 @@ class VerifiedPackage(Predictor):
         self.pre, self.post, self.rules, self.halo = pre, post, rules, halo
         self.border = border or "mirror"  # as bioimageio.core, which pads the image by the halo
         self.instances, self.seed_threshold = instances, seed_threshold
+        self.task = package_task(rdf.get("config") or {})
         self._run = _onnx_runner(weights) if weight_format == "onnx" else _torchscript_runner(weights)
 
     @classmethod
