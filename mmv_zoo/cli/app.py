@@ -478,6 +478,30 @@ def publish(
 
 
 @app.command()
+def plan(
+    data: Annotated[Path, typer.Argument(help="Your data folder, laid out as the task's zoo entry (e.g. "
+                                              "images/ and labels/).")],
+    task: Annotated[str, typer.Option("--task", help="segmentation, instance, regression or denoise.")],
+    out: Annotated[Path, typer.Option("--out", help="The new entry's folder, e.g. my_zoo/my_nuclei.")],
+    template: Annotated[str | None, typer.Option("--from", help="The entry whose method to start from (default: "
+                                                               "the zoo's entry for the task and the data's "
+                                                               "dimensions).")] = None,
+) -> None:
+    """Derive an entry from your data: a fingerprint of the images (sizes, pixel sizes, channels,
+    intensities, labels, objects) and the device's memory choose network depth and strides, patch,
+    batch, normalization, sampling and training length; each value is commented with its reason."""
+    from ..catalog.plan import plan_entry
+
+    done = plan_entry(data, task, out, template)
+    console = _console()
+    console.print(f"[bold green]planned[/bold green] {done.folder / 'rdf.yaml'} (method of {done.template})",
+                  highlight=False, soft_wrap=True)
+    for key, why in done.reasons.items():
+        console.print(f"  {key}: {why}", highlight=False, soft_wrap=True)
+    console.print(f"  try: mmv-zoo train {done.folder} --data {data} --out runs", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def gallery(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the site into (index.html, entries/, ...).")],
     zoo: Annotated[Path | None, typer.Option(help="A zoo folder (<zoo>/<entry>/rdf.yaml); default: the bundled "
