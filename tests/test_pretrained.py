@@ -3,6 +3,7 @@ publish -> pull -> predict round-trips."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,35 @@ def test_bundled_model_predicts_offline(tmp_path, monkeypatch):
     truth = tifffile.imread(SAMPLE / "holdout" / "labels" / f"{HOLDOUT}.tif") > 0
     f1 = 2 * (labels.astype(bool) & truth).sum() / (labels.astype(bool).sum() + truth.sum())
     assert f1 > 0.95
+
+
+SHIPPED = {"nuclei_semseg_2d": ("f1", 0.95), "nuclei_instance_2d": ("ap50", 0.9)}
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare here (util-linux)")
+@pytest.mark.parametrize("slug", sorted(SHIPPED))
+def test_every_shipped_entry_predicts_with_the_network_switched_off(slug, tmp_path):
+    """`mmv-zoo predict ENTRY IMAGE` in a new network namespace (no network at all), scored."""
+    import subprocess
+    import sys
+
+    from mmv_zoo.metrics import foreground_scores, instance_scores
+
+    image = SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"
+    cmd = [sys.executable, "-m", "mmv_zoo", "predict", slug, str(image), "--out", str(tmp_path)]
+    for jail in (["unshare", "-n"], ["unshare", "-rn"]):  # root, else a user namespace
+        if subprocess.run([*jail, "true"], capture_output=True).returncode == 0:
+            break
+    else:
+        pytest.skip("cannot create a network namespace here")
+    done = subprocess.run([*jail, *cmd], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "MMV_ZOO_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels = read_image(tmp_path / f"{HOLDOUT}.ome.tiff", 2).data[0]
+    truth = tifffile.imread(SAMPLE / "holdout" / "labels" / f"{HOLDOUT}.tif")
+    metric, floor = SHIPPED[slug]
+    score = foreground_scores(labels > 0, truth > 0)["f1"] if metric == "f1" else instance_scores(labels, truth)["ap50"]
+    assert score >= floor, (slug, metric, score)
 
 
 def test_entry_without_weights_says_train_first(tmp_path):
