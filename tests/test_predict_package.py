@@ -25,13 +25,15 @@ class Smooth(torch.nn.Module):
         return 2 * torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def foreign_package(folder: Path, state_dict_only: bool = False, needs: str = "") -> Path:
-    """A 2D one-channel package written with bioimageio.spec directly (torchscript or state dict)."""
+def foreign_package(folder: Path, state_dict_only: bool = False, needs: str = "", channels: int = 1,
+                    pre: list | None = None, post: list | None = None) -> Path:
+    """A 2D package written with bioimageio.spec directly (torchscript or state dict), `channels`
+    channels smoothed each, with the given pre- and postprocessing (the test tensors ignore them)."""
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5
 
     folder.mkdir(parents=True, exist_ok=True)
-    x = np.random.default_rng(0).random((1, 1, 64, 64)).astype(np.float32)
+    x = np.random.default_rng(0).random((1, channels, 64, 64)).astype(np.float32)
     np.save(folder / "in.npy", x)
     np.save(folder / "out.npy", Smooth()(torch.from_numpy(x)).numpy())
     (folder / "README.md").write_text("# smooth\nA mean filter.\n")
@@ -49,18 +51,22 @@ def foreign_package(folder: Path, state_dict_only: bool = False, needs: str = ""
         weights = v0_5.WeightsDescr(torchscript=v0_5.TorchscriptWeightsDescr(
             source=folder / "w.pt", pytorch_version=torch.__version__.split("+")[0]))
     space = [v0_5.SpaceInputAxis(id=v0_5.AxisId(a), size=v0_5.ParameterizedSize(min=16, step=8)) for a in "yx"]
+
+    def names(stem: str) -> list:
+        return [v0_5.Identifier(stem if channels == 1 else f"{stem}{i}") for i in range(channels)]
+
     descr = v0_5.ModelDescr(
         name="Foreign smoothing model", description="made without mmv_zoo",
         authors=[v0_5.Author(name="Someone Else")], cite=[v0_5.CiteEntry(text="nobody", doi="10.1234/none")],
         license="MIT", documentation=v0_5.FileDescr(source=folder / "README.md"),
         inputs=[v0_5.InputTensorDescr(id=v0_5.TensorId("image"), axes=[
-            v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier("gray")]), *space],
-            test_tensor=v0_5.FileDescr(source=folder / "in.npy"))],
+            v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=names("gray")), *space],
+            test_tensor=v0_5.FileDescr(source=folder / "in.npy"), preprocessing=pre or [])],
         outputs=[v0_5.OutputTensorDescr(id=v0_5.TensorId("smooth"), axes=[
-            v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=[v0_5.Identifier("smooth")]),
+            v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=names("smooth")),
             *[v0_5.SpaceOutputAxisWithHalo(id=v0_5.AxisId(a), halo=4, size=v0_5.SizeReference(
                 tensor_id=v0_5.TensorId("image"), axis_id=v0_5.AxisId(a))) for a in "yx"]],
-            test_tensor=v0_5.FileDescr(source=folder / "out.npy"))],
+            test_tensor=v0_5.FileDescr(source=folder / "out.npy"), postprocessing=post or [])],
         weights=weights)
     return save_bioimageio_package(descr, output_path=folder / "foreign.zip")
 

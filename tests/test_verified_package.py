@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mmv_zoo.cache import read_record, write_record
+from mmv_zoo.errors import RunError
 from mmv_zoo.predict.package_predictor import PackagePredictor, package_digest
 from mmv_zoo.predict.verified_package import VerifiedPackage, open_package
 
@@ -24,39 +24,13 @@ HOLDOUT = ROOT / "mmv_zoo" / "sample_data" / "bbbc007" / "holdout"
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 
 
-class Smooth(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 2 * torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False) - 0.5
-
-
 def smoothing_package(folder: Path, pre: list, post: list, channels: int = 2) -> Path:
-    """A two-channel TorchScript package written with bioimageio.spec alone, with the given processing."""
-    from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.model import v0_5
+    """A two-channel TorchScript mean-filter package (bioimageio.spec alone) with the given processing;
+    its test tensors ignore the processing: the verdicts are given by each test, which compares the
+    processing itself."""
+    from tests.test_predict_package import foreign_package
 
-    folder.mkdir(parents=True, exist_ok=True)
-    x = np.random.default_rng(0).random((1, channels, 32, 32)).astype(np.float32)
-    np.save(folder / "in.npy", x)
-    np.save(folder / "out.npy", x)  # the verdicts are given below: this test compares the processing
-    (folder / "README.md").write_text("# smooth\n")
-    torch.jit.script(Smooth()).save(str(folder / "w.pt"))
-    names = [v0_5.Identifier(f"c{i}") for i in range(channels)]
-    space = [v0_5.SpaceInputAxis(id=v0_5.AxisId(a), size=v0_5.ParameterizedSize(min=16, step=8)) for a in "yx"]
-    descr = v0_5.ModelDescr(
-        name="Smoothing", description="processing steps around a mean filter",
-        authors=[v0_5.Author(name="Someone")], cite=[v0_5.CiteEntry(text="nobody", doi="10.1234/none")],
-        license="MIT", documentation=v0_5.FileDescr(source=folder / "README.md"),
-        inputs=[v0_5.InputTensorDescr(id=v0_5.TensorId("image"), axes=[
-            v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=names), *space],
-            test_tensor=v0_5.FileDescr(source=folder / "in.npy"), preprocessing=pre)],
-        outputs=[v0_5.OutputTensorDescr(id=v0_5.TensorId("smooth"), axes=[
-            v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=names),
-            *[v0_5.SpaceOutputAxisWithHalo(id=v0_5.AxisId(a), halo=4, size=v0_5.SizeReference(
-                tensor_id=v0_5.TensorId("image"), axis_id=v0_5.AxisId(a))) for a in "yx"]],
-            test_tensor=v0_5.FileDescr(source=folder / "out.npy"), postprocessing=post)],
-        weights=v0_5.WeightsDescr(torchscript=v0_5.TorchscriptWeightsDescr(
-            source=folder / "w.pt", pytorch_version=torch.__version__.split("+")[0])))
-    return save_bioimageio_package(descr, output_path=folder / "smooth.zip")
+    return foreign_package(folder, channels=channels, pre=pre, post=post)
 
 
 def _steps():
@@ -121,8 +95,10 @@ def test_unverified_file_is_tested_once_then_predicts_without_bioimageio_core(ca
 
 
 def test_weights_that_fail_the_test_are_never_used(cache, tmp_path):
-    package = smoothing_package(tmp_path, [], [])  # its test output is the input: the weights fail it
-    with pytest.raises(Exception, match="no weight format reproduces"):
+    from bioimageio.spec.model import v0_5
+
+    package = smoothing_package(tmp_path, [], [v0_5.SigmoidDescr()])  # its test output lacks the sigmoid
+    with pytest.raises(RunError, match="no weight format reproduces"):
         open_package(package)
     assert read_record("verified", package_digest(package))["torchscript"] != "passed"
 
