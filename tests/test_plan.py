@@ -100,6 +100,27 @@ def test_less_memory_gives_a_smaller_step_and_the_entry_trains(tmp_path, monkeyp
     assert list((run.folder / "checkpoints").glob("*.ckpt"))
 
 
+def test_search_compares_candidates_by_cross_validation_and_keeps_the_best(data_2d, tmp_path):
+    seen = []
+    done = plan_entry(data_2d, "segmentation", tmp_path / "zoo" / "searched", search=3, search_steps=3, folds=3,
+                      on_candidate=lambda name, score: seen.append((name, score)))
+    assert [n for n, _ in seen] == ["planned", "half patch", "fewer levels"]
+    assert all(0 <= s <= 1 for _, s in seen)
+    readme = (done.folder / "README.md").read_text()
+    compared = readme.split("## Candidates compared")[1]
+    rows = [line for line in compared.splitlines() if line.startswith("| ") and "candidate" not in line]
+    assert len(rows) == 3 and "(kept)" in rows[0]  # best first
+    best = rows[0].split("|")[1].strip()
+    assert best == max(seen, key=lambda kv: kv[1])[0]
+    plain = load_entry(plan_entry(data_2d, "segmentation", tmp_path / "zoo" / "plain").folder)
+    searched = load_entry(done.folder)
+    if best == "planned":
+        assert searched.mmv.data.patch == plain.mmv.data.patch and searched.mmv.network == plain.mmv.network
+    else:
+        assert "--search" in (done.folder / "rdf.yaml").read_text()
+        assert (searched.mmv.data.patch, searched.mmv.network) != (plain.mmv.data.patch, plain.mmv.network)
+
+
 def test_bad_requests_name_what_is_wrong(tmp_path):
     with pytest.raises(EntryError, match="--task 'segment'"):
         plan_entry(SAMPLE / "train", "segment", tmp_path / "a")
@@ -111,5 +132,8 @@ def test_bad_requests_name_what_is_wrong(tmp_path):
     (tmp_path / "taken").mkdir()
     with pytest.raises(OutputError, match="already exists"):
         plan_entry(SAMPLE / "train", "segmentation", tmp_path / "taken")
+    with pytest.raises(DataError, match="denoising has no held-out reference"):
+        plan_entry(SAMPLE.parent / "hybiss_2d", "denoise", tmp_path / "a", search=2)
     assert not (tmp_path / "a").exists()
-    assert yaml.safe_load("a: 1")  # yaml stays importable for the comments check
+    denoise = load_entry(plan_entry(SAMPLE.parent / "hybiss_2d", "denoise", tmp_path / "d").folder)
+    assert denoise.mmv.framework == "n2v" and yaml.safe_load((tmp_path / "d" / "rdf.yaml").read_text())

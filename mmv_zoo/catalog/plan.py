@@ -19,7 +19,9 @@ naming the fact that chose it:
   label images used as a foreground mask for semantic segmentation;
 - training length: 64 optimizer steps per training image, at least 300.
 
-The entry is validated before anything is written; its README lists the fingerprint.
+The entry is validated before anything is written; its README lists the fingerprint. `--search K`
+trains K variants with k-fold cross-validation and keeps the best (`catalog.search`), its README
+then holds the comparison.
 """
 
 from __future__ import annotations
@@ -72,8 +74,12 @@ def _template(task: str, dims: int, rgb: bool, wanted: str | None) -> str:
     return TEMPLATES.get((task, dims, rgb)) or TEMPLATES[(task, dims, False)]
 
 
-def plan_entry(data: Path, task: str, out: Path, template: str | None = None) -> Planned:
-    """Fingerprint `data`, derive an entry for `task` and write it to `out` (rdf.yaml and README.md)."""
+def plan_entry(data: Path, task: str, out: Path, template: str | None = None, search: int = 0,
+               search_steps: int | None = None, folds: int = 3,
+               on_candidate: Any = None) -> Planned:
+    """Fingerprint `data`, derive an entry for `task` and write it to `out` (rdf.yaml and README.md).
+    `search` >= 2 trains that many variants with `folds`-fold cross-validation (`catalog.search`)
+    and keeps the best."""
     if task not in TASKS:
         raise EntryError(f"--task {task!r}: choose {', '.join(TASKS)}")
     out = Path(out)
@@ -98,12 +104,25 @@ def plan_entry(data: Path, task: str, out: Path, template: str | None = None) ->
     reasons: dict[str, str] = {}
     _derive(mmv, entry, fp, task, reasons)
     validate_entry_data(doc, f"{out / RDF_NAME} (planned)")
+    compared = ""
+    if search >= 2:
+        from .search import SEARCH_STEPS, changed_paths, run_search, table
+
+        steps = search_steps or SEARCH_STEPS
+        ranked = run_search(doc, task, Path(data), entry.mmv.data.layout, search, folds, steps, on_candidate)
+        best, planned = ranked[0], next(c for c in ranked if c.name == "planned")
+        for path in changed_paths(planned.mmv, best.mmv):
+            reasons[path] = (f"--search: {best.change} scored {best.score:.4f} against the plan's "
+                             f"{planned.score:.4f} ({len(best.scores)}-fold cross-validation)")
+        doc["config"]["mmv_zoo"] = best.mmv
+        validate_entry_data(doc, f"{out / RDF_NAME} (planned, searched)")
+        compared = table(ranked, task, steps)
     text = _commented(yaml.safe_dump(doc, sort_keys=False, width=110, default_flow_style=None), reasons)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
         tmp.mkdir(parents=True)
         (tmp / RDF_NAME).write_text(text)
-        (tmp / "README.md").write_text(_readme(out.name, slug, task, data, fp, reasons))
+        (tmp / "README.md").write_text(_readme(out, slug, task, data, fp, reasons, compared))
         tmp.rename(out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -304,7 +323,9 @@ def _commented(text: str, reasons: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _readme(name: str, template: str, task: str, data: Path, fp: Fingerprint, reasons: dict[str, str]) -> str:
+def _readme(folder: Path, template: str, task: str, data: Path, fp: Fingerprint, reasons: dict[str, str],
+            compared: str = "") -> str:
+    name = folder.name
     rows = "\n".join(f"| {k} | {v} |" for k, v in fp.facts())
     why = "\n".join(f"- `{k}`: {v}" for k, v in reasons.items())
     return f"""# {name}
@@ -320,9 +341,9 @@ Planned by `mmv-zoo plan {data} --task {task}` from the method of `{template}`.
 ## Derived values (also commented in rdf.yaml)
 
 {why}
-
+{("" if not compared else chr(10) + "## Candidates compared" + chr(10) + chr(10) + compared)}
 ## Next
 
-- **Train**: `mmv-zoo train {Path(str(name))} --data {data} --out runs` (from the zoo folder holding this entry).
+- **Train**: `mmv-zoo train {folder} --data {data} --out runs`.
 - **Evaluate** on images the model never saw: `mmv-zoo evaluate runs/{name}/<run> --data HELD_OUT`.
 """

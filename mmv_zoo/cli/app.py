@@ -486,14 +486,26 @@ def plan(
     template: Annotated[str | None, typer.Option("--from", help="The entry whose method to start from (default: "
                                                                "the zoo's entry for the task and the data's "
                                                                "dimensions).")] = None,
+    search: Annotated[int, typer.Option(min=0, help="Train this many variants of the plan (half patch, one "
+                                                    "level fewer, lower learning rate, foreground patches) "
+                                                    "with cross-validation and keep the best (0: no search).")]
+    = 0,
+    search_steps: Annotated[int, typer.Option(min=1, help="--search: optimizer steps per candidate and "
+                                                          "fold.")] = 100,
+    folds: Annotated[int, typer.Option(min=2, help="--search: folds of the cross-validation.")] = 3,
 ) -> None:
     """Derive an entry from your data: a fingerprint of the images (sizes, pixel sizes, channels,
     intensities, labels, objects) and the device's memory choose network depth and strides, patch,
     batch, normalization, sampling and training length; each value is commented with its reason."""
     from ..catalog.plan import plan_entry
 
-    done = plan_entry(data, task, out, template)
     console = _console()
+
+    def scored(name: str, score: float) -> None:
+        console.print(f"  candidate {name}: {score:.4f}", highlight=False)
+
+    done = plan_entry(data, task, out, template, search=search, search_steps=search_steps, folds=folds,
+                      on_candidate=scored)
     console.print(f"[bold green]planned[/bold green] {done.folder / 'rdf.yaml'} (method of {done.template})",
                   highlight=False, soft_wrap=True)
     for key, why in done.reasons.items():
