@@ -2,11 +2,12 @@
 `nuclei_instance_2d` on CPU and scores the held-back image by AP at IoU 0.5, beside Otsu thresholding
 + connected components on the same image.
 
-    .venv/bin/python bench/instance_bench.py                    # 12 minutes of training (the entry's max_time)
+    .venv/bin/python bench/instance_bench.py                    # the entry's 203 epochs (1624 steps)
     .venv/bin/python bench/instance_bench.py --minutes 5 --out /tmp/instance_bench
 
-Training uses the 5 bundled train images (4 train + 1 validation, the entry's random split) for
-`--minutes` of wall clock (`training.max_time`), so how far it gets depends on the machine's load;
+Training uses the 5 bundled train images (4 train + 1 validation, the entry's random split) for the
+entry's epochs, or `--minutes` of wall clock (`training.max_time`: how far it gets then depends on
+the machine's load);
 the held-back image `20P1_POS0007_D_1UL` (85 nuclei) is predicted with `mmv-zoo predict`'s engine
 (tiled, clustering on the whole image's embeddings). AP50 = TP / (TP + FP + FN) with one-to-one
 matching at IoU >= 0.5 (StarDist's definition; `mmv_zoo.metrics.average_precision` when present).
@@ -93,7 +94,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="instance_bench_") as tmp:
         out = args.out or Path(tmp)
-        print(f"training nuclei_instance_2d for {entry.mmv.training.max_time} min on CPU "
+        budget = (f"{entry.mmv.training.max_time} min" if entry.mmv.training.max_time
+                  else f"{entry.mmv.training.max_epochs} epochs")
+        print(f"training nuclei_instance_2d for {budget} on CPU "
               f"({torch.get_num_threads()} threads, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}) ...",
               flush=True)
         result = train(entry, SAMPLE / "train", out, progress=False)
