@@ -292,9 +292,12 @@ def uncertainty_scores(uncertainty: np.ndarray, error: np.ndarray) -> dict[str, 
     if u.shape != e.shape:
         raise ValueError(f"uncertainty of {u.size} values for {e.size} errors")
     k = max(1, int(round(TOP_FRACTION * u.size)))
-    top = np.argpartition(-u, k - 1)[:k]
-    overall = float(e.mean())
-    ratio = float(e[top].mean()) / overall if overall > 0 else float("nan")
+    cut = np.partition(u, u.size - k)[u.size - k]  # the k-th largest uncertainty
+    above, tied = u > cut, u == cut
+    e_float = e.astype(np.float64)
+    top_error = (e_float[above].sum() + (k - int(above.sum())) * e_float[tied].mean()) / k  # ties share pro rata
+    overall = float(e_float.mean())
+    ratio = float(top_error) / overall if overall > 0 else float("nan")
     if e.dtype == bool:
         n_wrong = int(e.sum())
         n_right = e.size - n_wrong

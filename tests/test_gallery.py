@@ -107,6 +107,13 @@ def test_a_labs_own_zoo_and_bad_targets(tmp_path, capsys):
     assert [p.stem for p in (tmp_path / "site" / "entries").iterdir()] == ["my_nuclei"]
     code, _, err = run_cli(["gallery", "--out", str(tmp_path / "site"), "--zoo", str(tmp_path / "zoo")], capsys)
     assert code == 1 and "not empty" in err and (tmp_path / "site" / "index.html").is_file()  # kept
+    with pytest.raises(OutputError, match="outside the zoo"):
+        build_gallery(tmp_path / "zoo" / "site", zoo=tmp_path / "zoo")
+    rdf = tmp_path / "zoo" / "my_nuclei" / "rdf.yaml"
+    (tmp_path / "secret.png").write_bytes(b"not for the web")
+    rdf.write_text(rdf.read_text().replace("type: model", "covers: [../../secret.png]\ntype: model", 1))
+    build_gallery(tmp_path / "site2", zoo=tmp_path / "zoo")
+    assert [p.suffix for p in (tmp_path / "site2" / "covers").iterdir()] == [".svg"]  # drawn, nothing copied
     with pytest.raises(EntryError, match="not a zoo"):
         build_gallery(tmp_path / "other", zoo=tmp_path / "site")
     with pytest.raises(OutputError, match="not empty"):

@@ -130,3 +130,15 @@ def test_uncertainty_scores_on_known_cases():
     assert abs(blind["uncertainty_auc"] - 0.5) < 0.06 and blind["uncertainty_top5_ratio"] < 2
     err = np.abs(rng.normal(size=5000))
     assert uncertainty_scores(err, err)["uncertainty_spearman"] == pytest.approx(1.0)
+    wrong_first = np.zeros(10_000, bool)
+    wrong_first[:300] = True
+    assert uncertainty_scores(np.zeros(10_000), wrong_first)["uncertainty_top5_ratio"] == pytest.approx(1.0)  # ties
+
+
+def test_asking_for_uncertainty_later_writes_the_map(tmp_path):
+    (first,) = predict_files("nuclei_semseg_2d", [IMAGE], tmp_path)
+    assert not _pair(tmp_path, IMAGE.stem)[1].exists()
+    (again,) = predict_files("nuclei_semseg_2d", [IMAGE], tmp_path, uncertainty="tta")
+    assert not again.skipped and _pair(tmp_path, IMAGE.stem)[1].exists()
+    (third,) = predict_files("nuclei_semseg_2d", [IMAGE], tmp_path, uncertainty="tta")
+    assert third.skipped  # both outputs there: nothing to do

@@ -61,7 +61,8 @@ def _steps():
 def test_processing_steps_as_bioimageio_core_applies_them(case, cache, tmp_path):
     pre, post = _steps()[case]
     package = smoothing_package(tmp_path, pre, post)
-    write_record("verified", package_digest(package), {"torchscript": "passed"})
+    # the verdicts are given (the test tensors ignore the processing): this compares the processing itself
+    write_record("verified", package_digest(package), {"torchscript": "passed", "mmv_zoo:torchscript": "passed"})
     fast = VerifiedPackage.open(package, verify=False)
     assert fast is not None and fast.weight_format == "torchscript"
     core = PackagePredictor(package)
@@ -89,9 +90,20 @@ def test_unverified_file_is_tested_once_then_predicts_without_bioimageio_core(ca
     assert read_record("verified", digest) == {}
     predictor = open_package(package)  # runs bioimageio.core's test, then uses the verified weights
     assert isinstance(predictor, VerifiedPackage)
-    assert read_record("verified", digest) == {"torchscript": "passed"}
+    assert read_record("verified", digest) == {"torchscript": "passed", "mmv_zoo:torchscript": "passed"}
     x = np.random.default_rng(2).random((1, 50, 70)).astype(np.float32)
     assert np.allclose(predictor(x)[0], PackagePredictor(package)(x)[0], atol=1e-6)
+
+
+def test_a_fast_path_that_misses_the_test_output_is_not_used(cache, tmp_path):
+    from bioimageio.spec.model import v0_5
+
+    package = smoothing_package(tmp_path, [], [v0_5.SigmoidDescr()])  # its test output lacks the sigmoid
+    write_record("verified", package_digest(package), {"torchscript": "passed"})  # as if core had passed it
+    assert VerifiedPackage.open(package, verify=False) is None
+    verdict = read_record("verified", package_digest(package))["mmv_zoo:torchscript"]
+    assert verdict.startswith("max |difference|"), verdict  # recorded: the next run goes to core at once
+    assert isinstance(open_package(package), PackagePredictor)
 
 
 def test_weights_that_fail_the_test_are_never_used(cache, tmp_path):

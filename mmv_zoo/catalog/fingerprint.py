@@ -35,6 +35,7 @@ class Fingerprint:
     """Median (Z, Y, X) of the images."""
     min_shape: tuple[int, int, int]
     channels: int
+    channel_names: list[str]
     rgb: bool
     dtype: str
     pixel_sizes: dict[str, float | None]
@@ -106,7 +107,8 @@ def fingerprint(folder: Path, layout: Any, task: str) -> Fingerprint:
     pairs, _ = find_pairs(folder, layout, 3)
     if not pairs:
         raise DataError(f"{folder}: no images found for the {task} layout ({layout.layout})")
-    pairs = pairs[:MAX_IMAGES]
+    total_images = len(pairs)
+    pairs = pairs[:MAX_IMAGES]  # statistics from a sample; the count is every image
     shapes, sizes, variation, sources = [], [], [], []
     info0 = None
     for pair in pairs:
@@ -128,10 +130,11 @@ def fingerprint(folder: Path, layout: Any, task: str) -> Fingerprint:
         pixel_sizes[axis] = float(np.median(known)) if known else None
     shape = tuple(int(v) for v in np.median(np.array(shapes), axis=0))
     fp = Fingerprint(
-        folder=folder, n_images=len(pairs), paired=pairs[0].target is not None,
+        folder=folder, n_images=total_images, paired=pairs[0].target is not None,
         spatial_dims=3 if shape[0] > 1 else 2, shape=shape,  # type: ignore[arg-type]
         min_shape=tuple(int(v) for v in np.min(np.array(shapes), axis=0)),  # type: ignore[arg-type]
         channels=info0.C, rgb=info0.rgb, dtype=str(info0.dtype), pixel_sizes=pixel_sizes,
+        channel_names=list(info0.channel_names),
         percentiles={"p1": float(qs[0]), "p50": float(qs[1]), "p99.8": float(qs[2]), "p99.99": float(qs[3]),
                      "max": float(pooled.max())},
         variation=float(np.median(variation)))
@@ -157,8 +160,8 @@ def _labels(fp: Fingerprint, pairs: list[Any]) -> None:
         total += lab.size
         plane = lab[lab.shape[0] // 2]
         ids = plane if len(values) > 8 else ndimage.label(plane > 0)[0]
-        areas = np.bincount(ids.ravel())[1:]
-        diameters += [2 * math.sqrt(a / math.pi) for a in areas if a > 0]
+        _, areas = np.unique(ids[ids > 0], return_counts=True)  # any id values (sparse, huge, -1 ignored)
+        diameters += [2 * math.sqrt(a / math.pi) for a in areas]
     fp.label_values = {k: v / total for k, v in sorted(counts.items())}
     fp.instances = len(counts) > 8
     fp.foreground = sum(v for k, v in fp.label_values.items() if k > 0)

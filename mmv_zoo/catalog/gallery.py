@@ -92,7 +92,10 @@ def build_gallery(out: Path, zoo: Path | None = None, overwrite: bool = False) -
     zoo_dir = Path(zoo) if zoo is not None else ZOO_DIR
     if not zoo_dir.is_dir() or not any(zoo_dir.glob("*/rdf.yaml")):
         raise EntryError(f"{zoo_dir}: not a zoo (no <entry>/rdf.yaml inside)")
-    out = Path(out)
+    out = Path(out).absolute()
+    if out == out.parent or zoo_dir.resolve() == out.resolve() or zoo_dir.resolve() in out.resolve().parents \
+            or out.resolve() in zoo_dir.resolve().parents:
+        raise OutputError(f"{out}: --out must be a folder of its own, outside the zoo {zoo_dir}")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
     rows = catalog(zoo=zoo_dir)
@@ -133,7 +136,7 @@ def _e(text: Any) -> str:
 def _cover(entry: Entry, slug: str, folder: Path) -> str:
     """The entry's first cover copied into the site (path relative to the site root), else a drawn one."""
     for name in entry.covers or []:
-        src = entry.source.parent / str(name) if entry.source is not None else None
+        src = _inside(entry, str(name))
         if src is not None and src.is_file():
             target = folder / f"{slug}{src.suffix.lower()}"
             shutil.copyfile(src, target)
@@ -141,6 +144,19 @@ def _cover(entry: Entry, slug: str, folder: Path) -> str:
     target = folder / f"{slug}.svg"
     target.write_text(_schematic(entry))
     return f"covers/{target.name}"
+
+
+def _inside(entry: Entry, name: str) -> Path | None:
+    """`name` in the entry's folder, or None when it points outside it (never copied into a site)."""
+    if entry.source is None:
+        return None
+    folder = entry.source.parent.resolve()
+    path = (folder / name).resolve()
+    return path if folder in path.parents else None
+
+
+def _url(url: str | None) -> str | None:
+    return url if url and url.startswith(("https://", "http://")) else None
 
 
 def _schematic(entry: Entry) -> str:
@@ -152,7 +168,7 @@ def _schematic(entry: Entry) -> str:
         step = 150 / max(len(names), 1)
         return "".join(f'<rect x="{x}" y="{30 + i * step:.0f}" width="110" height="{step - 8:.0f}" rx="6" '
                        f'fill="{fill}"/><text x="{x + 55}" y="{30 + i * step + step / 2:.0f}" '
-                       f'text-anchor="middle" font-size="13">{_e(n)[:16]}</text>' for i, n in enumerate(names))
+                       f'text-anchor="middle" font-size="13">{_e(n[:16])}</text>' for i, n in enumerate(names))
 
     return ('<svg xmlns="http://www.w3.org/2000/svg" width="500" height="210" viewBox="0 0 500 210" '
             'font-family="sans-serif"><rect width="500" height="210" fill="#eef2f7"/>'
@@ -178,8 +194,8 @@ def _package(entry: Entry, slug: str, folder: Path) -> str | None:
     if is_doi(pre.source):
         return f"https://doi.org/{pre.source.removeprefix('doi:')}"
     if "://" in pre.source:
-        return pre.source
-    src = entry.source.parent / pre.source if entry.source is not None else None
+        return pre.source if pre.source.startswith(("https://", "http://")) else None
+    src = _inside(entry, pre.source)
     if src is None or not src.is_file():
         return None
     target = folder / f"{slug}{src.suffix}"
@@ -238,7 +254,8 @@ def _entry_page(entry: Entry, slug: str, cover: str, package: str | None) -> str
              ("license", entry.license), ("weights", weights_label(entry))]
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
     cites = "".join(f"<li>{_e(c.text)}" + (f' <a href="https://doi.org/{_e(c.doi)}">doi:{_e(c.doi)}</a>' if c.doi
-                                           else f' <a href="{_e(c.url)}">{_e(c.url)}</a>' if c.url else "")
+                                           else f' <a href="{_e(_url(c.url))}">{_e(c.url)}</a>' if _url(c.url)
+                                           else f" {_e(c.url)}" if c.url else "")
                     + "</li>" for c in entry.cite)
     metrics = []
     if mmv.paper is not None:

@@ -93,6 +93,8 @@ def plan_entry(data: Path, task: str, out: Path, template: str | None = None, se
     entry = load_entry(slug)
     if entry.spatial_dims != fp.spatial_dims:
         raise EntryError(f"--from {slug}: a {entry.spatial_dims}D entry, but {data} holds {fp.spatial_dims}D images")
+    if entry.mmv.data.layout != first.mmv.data.layout:  # the chosen template lays its data out otherwise
+        fp = fingerprint(Path(data), entry.mmv.data.layout, task)
     source = resolve_entry_path(slug)
     doc = read_entry_yaml(source)
     doc = {k: v for k, v in doc.items() if k not in DROPPED_TOP}
@@ -102,6 +104,14 @@ def plan_entry(data: Path, task: str, out: Path, template: str | None = None, se
                description=f"Planned by mmv-zoo plan from {Path(data).name} ({task}), method of {slug}: "
                            + " ".join(str(doc["description"]).split()))
     reasons: dict[str, str] = {}
+    if fp.channels != entry.in_channels:  # the data's channels, named as the files name them
+        axis = next(a for a in doc["inputs"][0]["axes"] if a.get("type") == "channel")
+        axis["channel_names"] = [re.sub(r"[^A-Za-z0-9_]", "_", n) or f"channel{i}"
+                                 for i, n in enumerate(fp.channel_names)]
+        if task == "denoise":
+            raise EntryError(f"{data}: {fp.channels} channels, but {slug} denoises {entry.in_channels} into as "
+                             "many; give --from an entry with as many channels")
+        reasons["inputs"] = f"{fp.channels} channels in the data"
     _derive(mmv, entry, fp, task, reasons)
     validate_entry_data(doc, f"{out / RDF_NAME} (planned)")
     compared = ""

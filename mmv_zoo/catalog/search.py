@@ -50,6 +50,8 @@ def candidates(mmv: dict[str, Any], task: str, k: int) -> list[Candidate]:
     if half != patch:
         v = copy.deepcopy(mmv)
         v["data"]["patch"], v["training"]["batch_size"] = half, min(64, batch * 4)
+        if v["training"].get("max_epochs"):  # as many optimizer steps as the plan
+            v["training"]["max_epochs"] = int(v["training"]["max_epochs"]) * v["training"]["batch_size"] // batch
         out.append(Candidate("half patch", f"patch {half}, batch {v['training']['batch_size']}", v, []))
     net = mmv["network"]
     fewer = copy.deepcopy(mmv)

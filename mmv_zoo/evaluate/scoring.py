@@ -364,7 +364,8 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
     images: list[ImageResult] = []
     panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]] = []
     for pair in pairs:
-        result, panel = _score_pair(task, spec, pair, pred_for[pair.name], len(panels) < FIGURE_IMAGES, notes)
+        result, panel = _score_pair(task, spec, pair, pred_for[pair.name], len(panels) < FIGURE_IMAGES, notes,
+                                    uncertainty is not None)
         images.append(result)
         if panel is not None:
             panels.append(panel)
@@ -402,7 +403,7 @@ def _predict_all(predictor: Any, pairs: list[Pair], folder: Path) -> dict[str, P
 
 
 def _score_pair(task: str, spec: Scoring, pair: Pair, pred_path: Path, keep_panel: bool,
-                notes: list[str]) -> tuple[ImageResult, Any]:
+                notes: list[str], with_uncertainty: bool = False) -> tuple[ImageResult, Any]:
     dims = _dims(spec, pair.target)
     truth = read_image(pair.target, dims).data
     pred = read_image(pred_path, dims).data
@@ -423,7 +424,7 @@ def _score_pair(task: str, spec: Scoring, pair: Pair, pred_path: Path, keep_pane
     from ..predict.uncertainty import SUFFIX
 
     companion = pred_path.with_name(pred_path.name.replace(image_stem(pred_path), image_stem(pred_path) + SUFFIX, 1))
-    if companion.exists() and task != "instance":
+    if with_uncertainty and task != "instance":
         scores.update(_uncertainty(companion, pred, truth, task, spec, pair, dims))
     result = ImageResult(pair.name, pair.source, pair.target, pred_path, scores, counts)
     if not keep_panel:
@@ -447,8 +448,9 @@ def _uncertainty(path: Path, pred: np.ndarray, truth: np.ndarray, task: str, spe
 
         t = normalize(truth, spec.target_norm) if spec.target_norm is not None else truth
         error = np.abs(pred.astype(np.float64) - np.asarray(t, np.float64))
-    if u.shape[1:] != error.shape[1:]:
-        raise DataError(f"{path}: uncertainty map of shape {u.shape[1:]} for a prediction of {error.shape[1:]}")
+    if u.shape[1:] != error.shape[1:] or u.shape[0] not in (1, error.shape[0]):
+        raise DataError(f"{path}: uncertainty map of shape {u.shape} for errors of shape {error.shape} (a model "
+                        f"of another task than {task}?)")
     u = np.broadcast_to(u, error.shape) if u.shape[0] == 1 else u
     return metrics.uncertainty_scores(u, error)
 

@@ -138,8 +138,12 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
     target = out / output_name(stem, fmt)
     others = [out / output_name(stem, f) for f in ("ome-tiff", "ome-zarr")] if sel.format == "auto" else [target]
     done = next((p for p in others if p.exists()), None)
-    if done is not None and not overwrite:
+    companions_done = all(any((out / output_name(stem + suffix, f)).exists() for f in ("ome-tiff", "ome-zarr"))
+                          for suffix in predictor.companion_names())
+    if done is not None and companions_done and not overwrite:
         return Prediction(path, done, skipped=True, scene=src.scenes[scene])
+    if done is not None and not overwrite:  # e.g. asked for uncertainty now: the output is written again
+        overwrite = True
     holder: dict[str, Any] = {}
     sizes = predictor.pixel_sizes(info.pixel_sizes)
 
@@ -159,8 +163,8 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
             for z, (lo, hi) in enumerate(planes):
                 frame = FrameSource(src, scene, t, chans, (lo, hi), predictor.spatial_dims)
                 _predict_frame(predictor, frame, t - t0, z, writer, on_tile)
-        for w in holder.values():
-            w.commit()
+        for suffix in sorted(holder, key=lambda k: k == ""):  # companions first: a committed output is complete
+            holder[suffix].commit()
     except BaseException as e:
         for w in holder.values():
             w.abort()

@@ -73,6 +73,9 @@ class UncertainPredictor(Predictor):
     def output_names(self) -> list[str]:
         return self.names
 
+    def pixel_sizes(self, from_file: dict[str, float | None]) -> dict[str, float | None]:
+        return self.members[0].pixel_sizes(from_file)  # e.g. an entry's axis scales where the file has none
+
     def companion_names(self) -> dict[str, list[str]]:
         if self.task == "segmentation":
             return {SUFFIX: ["entropy"]}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import read_record
+from ..cache import read_record, write_record
 from ..settings.networks import SizeRule
 from ..settings.predict import halo_per_axis
 from .package_predictor import PACKAGE_FILES, PackagePredictor, instance_config, package_digest, package_task
@@ -100,13 +100,20 @@ class VerifiedPackage(Predictor):
             return None  # PackagePredictor says why no format can be used
         entry = rdf["weights"][chosen]
         weights = files.read(entry["source"])
+        if files.zip_path is None and not entry.get("sha256"):
+            return None  # a folder's digest is its rdf's: weights without a hash there could change unseen
         if weights is None or (entry.get("sha256") and hashlib.sha256(weights).hexdigest() != entry["sha256"]):
             return None  # PackagePredictor's validation names the file that does not match
         rules, package_halo = tiling
         if halo is not None:
             package_halo = halo_per_axis(halo, [str(a["id"]) for a in inp["axes"] if a["type"] == "space"])
         instances = None if raw else instance_config(rdf.get("config"), source)
-        return cls(source, rdf, chosen, weights, pre, post, rules, package_halo, border, instances, seed_threshold)
+        fast = cls(source, rdf, chosen, weights, pre, post, rules, package_halo, border, instances, seed_threshold)
+        key = f"mmv_zoo:{chosen}"  # this module's own run of the package, beside core's verdicts
+        if key not in verdicts:
+            verdicts = {**read_record("verified", digest), key: fast._self_test(files, inp, out)}
+            write_record("verified", digest, verdicts)
+        return fast if verdicts[key] == "passed" else None
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         y, names = self.outputs(x)
@@ -134,6 +141,29 @@ class VerifiedPackage(Predictor):
     def output_names(self) -> list[str]:
         return self.channel_names if self.instances is None else ["labels"]
 
+    def _self_test(self, files: _PackageFiles, inp: dict[str, Any], out: dict[str, Any]) -> str:
+        """`passed` when this module reproduces the package's test output from its test input (one
+        whole tile, no border padding: as the test tensors were made), else what differs."""
+        arrays = []
+        for tensor in (inp, out):
+            source = (tensor.get("test_tensor") or {}).get("source")
+            raw = files.read(source) if isinstance(source, str) else None
+            if raw is None:
+                return "no test tensors"
+            arrays.append(np.load(io.BytesIO(raw), allow_pickle=False)[0].astype(np.float32))
+        border, self.border = self.border, "image"
+        try:
+            got, _ = self.outputs(arrays[0])
+        except Exception as e:  # noqa: BLE001 - any failure means: leave this package to bioimageio.core
+            return f"failed: {type(e).__name__}: {str(e)[:200]}"
+        finally:
+            self.border = border
+        if got.shape != arrays[1].shape:
+            return f"output shape {got.shape} differs from the test output's {arrays[1].shape}"
+        diff = float(np.abs(got - arrays[1]).max()) if got.size else 0.0
+        scale = max(1.0, float(np.abs(arrays[1]).max()) if got.size else 1.0)
+        return "passed" if diff <= 1e-3 * scale else f"max |difference| {diff:.3g} from the test output"
+
 
 def _candidates(rdf: dict[str, Any], wanted: str | None) -> list[str]:
     """Weight formats this module runs that the package has, best first: ONNX where onnxruntime is
@@ -143,6 +173,8 @@ def _candidates(rdf: dict[str, Any], wanted: str | None) -> list[str]:
         return []
     present = [f for f in ("onnx", "torchscript") if isinstance(weights.get(f), dict)
                and isinstance(weights[f].get("source"), str)]
+    if "onnx" in present and importlib.util.find_spec("onnxruntime") is None:
+        present.remove("onnx")  # never test (and cache a failure for) weights this machine cannot run
     if wanted is not None:
         return [wanted] if wanted in present else []
     if "onnx" in present and not _onnx_first():
@@ -266,8 +298,12 @@ def _single_tensors(rdf: dict[str, Any] | None) -> bool:
         if not isinstance(axes, list) or not all(isinstance(a, dict) for a in axes):
             return False
         kinds = [a.get("type") for a in axes]
-        if kinds[:1] == ["batch"]:
-            kinds = kinds[1:]
+        if kinds[:1] != ["batch"]:  # the tiler feeds (B, C, *space) tiles
+            return False
+        kinds = kinds[1:]
+        dtype = (tensor.get("data") or {}).get("type", "float32") if isinstance(tensor.get("data"), dict) else "float32"
+        if dtype != "float32":  # the spec casts to a tensor's declared type: other types are left to core
+            return False
         ids = [str(a.get("id")) for a in axes if a.get("type") == "space"]
         if kinds[:1] != ["channel"] or kinds[1:] != ["space"] * len(ids) or ids not in (["y", "x"], ["z", "y", "x"]):
             return False
@@ -305,14 +341,18 @@ def _tiling(inp: dict[str, Any], out: dict[str, Any]) -> tuple[list[SizeRule], l
 def _operations(steps: list[Any], axes: list[dict[str, Any]]) -> list[Op] | None:
     """The spec's processing steps as numpy functions on (C, *space) arrays; None if one is not covered."""
     index = {"channel": 0, **{str(a["id"]): i + 1 for i, a in enumerate(x for x in axes if x["type"] == "space")}}
-    ops = []
+    ops, changed = [], False
     for step in steps:
         if not isinstance(step, dict):
             return None
-        op = _operation(str(step.get("id")), step.get("kwargs") or {}, index, len(index))
+        name = str(step.get("id"))
+        if name in ("scale_range", "zero_mean_unit_variance") and changed:
+            return None  # bioimageio.core takes sample statistics of the tensor before any step
+        op = _operation(name, step.get("kwargs") or {}, index, len(index))
         if op is None:
             return None
         ops.append(op)
+        changed = changed or name != "ensure_dtype"
     return ops
 
 
@@ -362,6 +402,8 @@ def _operation(name: str, kw: dict[str, Any], index: dict[str, int], ndim: int) 
             return None
         return lambda x: x * gain + offset
     if name == "clip":
+        if kw.get("min_percentile") is not None or kw.get("max_percentile") is not None:
+            return None
         lo, hi = kw.get("min"), kw.get("max")
         if not all(v is None or isinstance(v, (int, float)) for v in (lo, hi)) or (lo is None and hi is None):
             return None
