@@ -67,6 +67,8 @@ def test_anisotropic_3d_stacks_keep_z_until_the_levels_match(tmp_path):
     z_strides = [s[0] if isinstance(s, list) else s for s in net.strides[1:]]
     assert z_strides[0] == 1 and 2 in z_strides  # z is 4x coarser: kept at first, halved once the plane caught up
     assert "4.0x" in _comments(done.folder)["strides"]
+    assert "(rare)" in _comments(done.folder)["loss"]  # 2.7 % foreground
+    assert load_entry(done.folder).mmv.data.sampling.foreground_fraction == 0.5
     assert "anisotropy" in (done.folder / "README.md").read_text()
 
 

@@ -15,8 +15,9 @@ naming the fact that chose it:
   sets the memory), up to 16; the patch is halved while not even 2 fit;
 - normalization: stain (Macenko) for RGB, `center` for 3D stacks with a high offset and little
   contrast (brightfield-like), percentiles otherwise (kept for self-supervised denoising);
-- sampling and labels: half the patches on foreground where it covers < 10 % of the pixels; instance
-  label images used as a foreground mask for semantic segmentation;
+- loss, sampling and labels: where the foreground covers < 10 % of the pixels, Dice + cross-entropy
+  and half the patches centred on foreground; instance label images used as a foreground mask for
+  semantic segmentation;
 - training length: 64 optimizer steps per training image, at least 300.
 
 The entry is validated before anything is written; its README lists the fingerprint. `--search K`
@@ -184,7 +185,13 @@ def _derive(mmv: dict[str, Any], entry: Any, fp: Fingerprint, task: str, reasons
          + (f"; at most {CPU_STEP_VOXELS[dims]} voxels per CPU step" if not _cuda() else ""), reasons)
     _normalization(mmv, fp, task, reasons)
     if task == "segmentation" and fp.foreground is not None:
-        share = 0.5 if fp.foreground < 0.1 else 0.0
+        rare = fp.foreground < 0.1
+        kind = mmv["loss"].get("kind")
+        if rare and kind != "dice_ce":
+            mmv["loss"] = {"kind": "dice_ce"}
+        reasons["loss"] = (f"foreground {fp.foreground:.3f} (rare): Dice + cross-entropy, which Dice keeps "
+                           "balanced" if rare else f"foreground {fp.foreground:.3f}: the template's {kind} kept")
+        share = 0.5 if rare else 0.0
         _set(mmv, "data.sampling.foreground_fraction", share,
              f"foreground {fp.foreground:.3f} of the pixels" + (" (rare)" if share else ""), reasons)
         if fp.instances:
