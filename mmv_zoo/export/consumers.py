@@ -5,11 +5,8 @@ independent checker loads them so in a process that cannot import mmv_zoo)."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 CONSUMERS = ("QuPath", "deepImageJ")
 
@@ -37,8 +34,10 @@ def unmet(rdf: dict[str, Any]) -> list[str]:
 
 def package_unmet(path: Path) -> list[str]:
     """`unmet` for a package .zip or an rdf.yaml."""
-    path = Path(path)
-    if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as z:
-            return unmet(yaml.safe_load(z.read("rdf.yaml")))
-    return unmet(yaml.safe_load(path.read_text()))
+    from ..predict.verified_package import PackageFiles
+
+    files = PackageFiles.of(Path(path))
+    rdf = files.rdf() if files is not None else None
+    if rdf is None:
+        return [f"{path}: no readable rdf.yaml"]
+    return unmet(rdf)

@@ -36,13 +36,20 @@ def pick_device() -> str:
     return "cpu"
 
 
+def flip_sets(dims: int, first: int) -> list[tuple[int, ...]]:
+    """Every combination of flips of `dims` space axes numbered from `first` (the empty one first):
+    2^dims sets, what test-time augmentation averages over."""
+    from itertools import combinations
+
+    axes = range(first, first + dims)
+    return [c for r in range(dims + 1) for c in combinations(axes, r)]
+
+
 def flip_average(forward: Callable[..., np.ndarray], dims: int) -> Callable[..., np.ndarray]:
     """Test-time augmentation: `forward` averaged over every combination of flips of the space axes.
     Tiles are multiples of the network's step, so a flipped tile stays on its downsampling grid.
     A `keep` part ([lo, hi) per axis, see tiler.predict_tiled's `crop`) is flipped with the tile."""
-    from itertools import combinations
-
-    flips = [c for r in range(dims + 1) for c in combinations(range(2, 2 + dims), r)]
+    flips = flip_sets(dims, first=2)
 
     def averaged(batch: np.ndarray, *keep: tuple[tuple[int, int], ...]) -> np.ndarray:
         total = None

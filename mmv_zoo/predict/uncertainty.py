@@ -15,7 +15,6 @@ prediction, with its shape, pixel sizes and time points (`Predictor.companions`)
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -86,10 +85,10 @@ class UncertainPredictor(Predictor):
             return [m(x)[0].astype(np.float32) for m in self.members]
         member = self.members[0]
         if self.method == "tta":
-            axes = range(1, 1 + self.spatial_dims)
-            flips = [c for r in range(self.spatial_dims + 1) for c in combinations(axes, r)]
+            from .engine import flip_sets
+
             out = []
-            for flip in flips:
+            for flip in flip_sets(self.spatial_dims, first=1):
                 xi = np.ascontiguousarray(np.flip(x, flip)) if flip else x
                 y = member(xi)[0].astype(np.float32)
                 out.append(np.ascontiguousarray(np.flip(y, flip)) if flip else y)

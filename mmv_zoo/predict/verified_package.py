@@ -80,7 +80,7 @@ class VerifiedPackage(Predictor):
              verify: bool = True) -> VerifiedPackage | None:
         """The fast predictor of `source`, or None when it must go through bioimageio.core. A package
         this file's sha256 was never tested for is tested first (bioimageio.core, once) when `verify`."""
-        files = _PackageFiles.of(Path(source))
+        files = PackageFiles.of(Path(source))
         rdf = files.rdf() if files is not None else None
         if files is None or rdf is None or not _single_tensors(rdf):
             return None
@@ -141,7 +141,7 @@ class VerifiedPackage(Predictor):
     def output_names(self) -> list[str]:
         return self.channel_names if self.instances is None else ["labels"]
 
-    def _self_test(self, files: _PackageFiles, inp: dict[str, Any], out: dict[str, Any]) -> str:
+    def _self_test(self, files: PackageFiles, inp: dict[str, Any], out: dict[str, Any]) -> str:
         """`passed` when this module reproduces the package's test output from its test input (one
         whole tile, no border padding: as the test tensors were made), else what differs."""
         arrays = []
@@ -235,14 +235,15 @@ def _onnx_runner(weights: bytes) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-class _PackageFiles:
-    """The files of a package: a .zip, a folder, or an rdf.yaml with its files beside it."""
+class PackageFiles:
+    """The files of a package: a .zip, a folder, or an rdf.yaml with its files beside it, read without
+    bioimageio.spec (`rdf()`: the rdf as plain YAML; `read(name)`: one member's bytes)."""
 
     def __init__(self, zip_path: Path | None, folder: Path | None, rdf_name: str) -> None:
         self.zip_path, self.folder, self.rdf_name = zip_path, folder, rdf_name
 
     @classmethod
-    def of(cls, path: Path) -> _PackageFiles | None:
+    def of(cls, path: Path) -> PackageFiles | None:
         if path.is_file() and path.suffix.lower() == ".zip":
             try:
                 with zipfile.ZipFile(path) as z:
