@@ -1,6 +1,11 @@
-"""Safe extraction of downloaded archives (.zip, .tar[.gz|.bz2|.xz]): nothing may land outside the
-target folder — absolute paths, `..`, escaping symlinks or hard links are refused before writing.
-`extract_member` takes one regular file out of an archive (e.g. one checkpoint of a models.zip)."""
+"""Safe extraction of downloaded archives (.zip, .tar[.gz|.bz2|.xz]) by pooch's Unzip / Untar.
+
+pooch's processors refuse nothing (zipfile silently rewrites `..` and absolute names; Untar filters
+tar members only on Python >= 3.12), so every member is checked first: absolute paths, `..`, writing
+through a symlink member, links pointing outside, special files refuse the archive before anything
+is written. pooch extracts into a temporary sibling folder, renamed into place when complete.
+`extract_member` takes one regular file out of an archive (e.g. one checkpoint of a models.zip).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import DownloadError
+from ._pooch import quiet_pooch
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
@@ -145,25 +151,8 @@ def safe_extract(archive: Path, target: Path) -> Path:
     kind = _archive_kind(archive)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                problems = _check_zip(zf)
-                if problems:
-                    member, why = problems[0]
-                    raise DownloadError(f"refusing to extract {archive}: member {member!r} {why}")
-                tmp.mkdir(parents=True)
-                zf.extractall(tmp)  # zipfile writes a symlink member as a small file, never a link
-        else:
-            with tarfile.open(archive, "r:*") as tf:
-                problems = _check_tar(tf)
-                if problems:
-                    member, why = problems[0]
-                    raise DownloadError(f"refusing to extract {archive}: member {member!r} {why}")
-                tmp.mkdir(parents=True)
-                if hasattr(tarfile, "data_filter"):  # also checks the real paths while writing
-                    tf.extractall(tmp, filter="data")
-                else:  # pragma: no cover - Python < 3.11.4
-                    tf.extractall(tmp)  # noqa: S202 - members checked above
+        _refuse_unsafe(archive, kind)
+        _pooch_extract(archive, kind, tmp)
         _check_inside(tmp, archive)
         os.rename(tmp, target)
     except DownloadError:
@@ -174,6 +163,28 @@ def safe_extract(archive: Path, target: Path) -> Path:
         if tmp.exists() or tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _refuse_unsafe(archive: Path, kind: str) -> None:
+    """A DownloadError naming the first member that could land outside the target; nothing is written."""
+    if kind == "zip":
+        with zipfile.ZipFile(archive) as zf:
+            problems = _check_zip(zf)
+    else:
+        with tarfile.open(archive, "r:*") as tf:
+            problems = _check_tar(tf)
+    if problems:
+        member, why = problems[0]
+        raise DownloadError(f"refusing to extract {archive}: member {member!r} {why}")
+
+
+def _pooch_extract(archive: Path, kind: str, folder: Path, members: list[str] | None = None) -> None:
+    """pooch's Unzip / Untar: `members` (all when None) of a checked archive into the new `folder`."""
+    with quiet_pooch() as pooch:
+        processor = pooch.Unzip if kind == "zip" else pooch.Untar
+        folder.mkdir(parents=True)
+        # An absolute extract_dir: pooch joins a relative one to the archive's folder.
+        processor(members=members, extract_dir=str(folder.absolute()))(str(archive), "download", None)
 
 
 def _check_inside(root: Path, archive: Path) -> None:
@@ -228,9 +239,10 @@ def extract_member(archive: Path, member: str, target: Path) -> Path:
     """Extract the regular file `member` of `archive` (.zip or .tar[.gz|.bz2|.xz]) to the file `target`.
 
     The member name must be a safe relative path; a member that is missing (the error lists a few that
-    exist), a folder or a link is a DownloadError. The file is written under a temporary name next to
-    `target` and renamed when complete (zip CRCs checked); on failure nothing is left behind. An
-    existing `target` of the member's size is reused.
+    exist), a folder or a link is a DownloadError, and so is an archive with any unsafe member. pooch
+    (`members=`) extracts it into a temporary folder next to `target`; it is moved to `target` when
+    complete (zip CRCs checked); on failure nothing is left behind. An existing `target` of the
+    member's size is reused.
     """
     archive, target = Path(archive), Path(target)
     norm, why = _member_problem(member, set())
@@ -250,30 +262,26 @@ def extract_member(archive: Path, member: str, target: Path) -> Path:
     size = info.file_size if kind == "zip" else info.size
     if target.is_file() and target.stat().st_size == size:
         return target
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     try:
+        _refuse_unsafe(archive, kind)
+        name = info.filename if kind == "zip" else info.name  # as the archive spells it
+        _pooch_extract(archive, kind, tmp, [name])
+        extracted = tmp.joinpath(*norm.split("/"))
+        if not extracted.is_file():  # a name with backslashes stays one name outside Windows
+            extracted = tmp / name
+        if extracted.stat().st_size != size:
+            raise DownloadError(f"{archive}: member {member!r} is truncated "
+                                f"({extracted.stat().st_size} of {size} bytes)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf, zf.open(info) as src, tmp.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        else:
-            with tarfile.open(archive, "r:*") as tf:
-                src = tf.extractfile(info)
-                if src is None:  # pragma: no cover - isfile() members always have data
-                    raise DownloadError(f"{archive}: member {member!r} has no data")
-                with src, tmp.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-        if tmp.stat().st_size != size:
-            raise DownloadError(f"{archive}: member {member!r} is truncated ({tmp.stat().st_size} of {size} bytes)")
-        os.replace(tmp, target)
+        os.replace(extracted, target)
     except DownloadError:
         raise
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
         raise DownloadError(f"{archive}: cannot extract {member!r} to {target}: {_one_line(exc)}") from exc
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
         if not target.exists():
             for folder in created:  # innermost first: only the folders this call made, if left empty
                 with contextlib.suppress(OSError):

@@ -1,42 +1,50 @@
-"""Verified, cached, retried downloads; safe archive extraction; Zenodo DOI resolution.
+"""Verified, cached downloads through pooch, plus the little pooch lacks; Zenodo DOI resolution.
 
-Cache layout (under `cache_dir()/downloads/`):
+pooch does the caching, transfer and verification: `pooch.retrieve` serves a cached file whose sha256
+still matches, else streams it (`pooch.HTTPDownloader`) to a temporary name in its final folder and
+gives it its final name only once the sha256 matched. The cache under `cache_dir()/downloads/`:
 
-    <sha256>/<file name>                   a verified file, stored under its final name only after its
-                                           sha256 matched (content addressed: one copy per content)
+    <sha256>/<file name>                   a verified file (one copy per content)
     <sha256>/<file name>.extracted/        the archive's extracted content (extract=True)
-    <url-hash>/                            transient staging folder of a download whose sha256 is not
-                                           known yet (trust on first use); removed once the file moved
-    index.json                             trust-on-first-use record: url -> sha256
+    url-<hash>.<id>/                       staging of a download whose sha256 is not known yet
+    index.json                             trust on first use: url -> sha256 of the first download
 
-Downloads are written to a temporary name in the folder they end up in, verified, then renamed with
-`os.replace`; on any failure the temporary file and any folder left empty are removed. A dropped
-connection (short read, reset, timeout, 5xx) is retried; when the server supports byte ranges and
-identifies the content (ETag / Last-Modified) the retry resumes, otherwise it restarts the file.
+This module adds: trust on first use; offline mode (`MMV_ZOO_OFFLINE=1`: pooch gets a downloader that
+refuses with a clear message, so only the cache serves); local paths and file:// URLs (a copying
+downloader, so they are verified and moved like downloads); one-line DownloadErrors naming the URL;
+retries of transient failures only (dropped connection, timeout, HTTP 5xx/408/429) waiting
+`BACKOFF_SECONDS * n` before retry n — pooch's `retry_if_failed` also retries 404s and hash mismatches.
+A retry starts the file again: there is no byte-range resume. `resolve_doi` reads a Zenodo record
+itself: pooch's DOIDownloader asks doi.org and accepts only zenodo.org (no `MMV_ZOO_ZENODO_API`, no
+local test server) and knows md5 where a record may list sha256.
 
-Only the standard library is imported here (downloads use urllib), so importing this module is cheap.
+pooch (and requests with it) is imported inside the functions that download: importing this is cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
+import importlib.util
+import io
 import json
 import logging
 import os
 import re
-import ssl
+import shutil
+import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from ..cache import cache_dir, sha256_of
+from ..cache import cache_dir, read_record, sha256_of, write_record
 from ..errors import DownloadError
+from ._pooch import quiet_pooch
 from .archives import is_archive, safe_extract
 
 __all__ = ["DownloadError", "Fetched", "fetch", "recorded_sha256", "resolve_doi", "safe_extract"]
@@ -45,11 +53,14 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait before retry n is `BACKOFF_SECONDS * n` (tests make it small).
 BACKOFF_SECONDS = 0.5
-_CHUNK = 1 << 20
-_USER_AGENT = "mmv_zoo (+https://github.com/MMV-Lab)"
+_HEADERS = {"User-Agent": "mmv_zoo (+https://github.com/MMV-Lab)", "Accept-Encoding": "identity"}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_INCOMPLETE_RE = re.compile(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)")
 _ZENODO_DOI_RE = re.compile(r"^10\.5281/zenodo\.(\d+)$", re.IGNORECASE)
 _DEFAULT_ZENODO_API = "https://zenodo.org/api"
+
+T = TypeVar("T")
+Downloader = Callable[[str, Any, Any], None]  # pooch's protocol: (url, output file or path, pooch)
 
 
 @dataclass
@@ -117,59 +128,17 @@ def _file_name(url: str, local: Path | None) -> str:
     return name[:200]
 
 
-def _url_key(url: str) -> str:
-    return "url-" + hashlib.sha256(url.encode()).hexdigest()[:24]
+# ------------------------------------------------------------------------------ trust on first use
 
 
-def _index_path() -> Path:
-    return _downloads() / "index.json"
-
-
-def _read_index() -> dict[str, str]:
-    try:
-        data = json.loads(_index_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+def _index() -> dict[str, str]:
+    """The trust-on-first-use record `downloads/index.json`: url -> sha256 of the first download."""
+    return {k: v for k, v in read_record("downloads", "index").items() if isinstance(v, str)}
 
 
 def recorded_sha256(url: str) -> str | None:
     """The sha256 recorded for `url` by a first download without a known hash (trust on first use)."""
-    return _read_index().get(url)
-
-
-def _record_index(url: str, sha256: str) -> None:
-    """Record url -> sha256 atomically (a cache that cannot be written only loses the record)."""
-    path = _index_path()
-    data = _read_index()
-    data[url] = sha256
-    tmp = path.with_name(f".index.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("could not record the sha256 of %s in %s: %s", url, path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _remove_empty(*folders: Path) -> None:
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
-def _cached_ok(path: Path, sha256: str) -> bool:
-    """A cached file that still has its hash (a corrupted one is removed so it is fetched again)."""
-    if not path.is_file():
-        return False
-    if sha256_of(path) == sha256:
-        return True
-    log.warning("cached file %s no longer matches its sha256 %s; removing it", path, sha256)
-    with contextlib.suppress(OSError):
-        path.unlink()
-    return False
+    return _index().get(url)
 
 
 # ---------------------------------------------------------------------------------------------- fetch
@@ -198,50 +167,57 @@ def fetch(url: str, sha256: str | None = None, *, extract: bool = False, retries
         expected = sha256_of(local)
     elif expected is None:
         with contextlib.suppress(DownloadError):  # a damaged record is ignored (and rewritten)
-            recorded = _normalize_sha256(_read_index().get(url), url)
+            recorded = _normalize_sha256(_index().get(url), url)
     tofu = expected is None and recorded is None
     want = expected or recorded
 
-    if want is not None:
-        cached = downloads / want / name
-        if _cached_ok(cached, want):
-            return _finish(Fetched(cached, want, True, url, False), extract)
-
-    if local is None and _is_offline(offline):
-        where = downloads / want if want is not None else downloads
-        why = "MMV_ZOO_OFFLINE=1" if offline is None else "offline=True"
-        raise DownloadError(f"{url} is not in the cache ({where}) and mmv_zoo is offline ({why}); "
-                            "go online once to download it")
-
-    folder = downloads / (want if want is not None else _url_key(url))
+    # Without a sha256, a fresh staging folder: pooch would take a file it found there as the download.
+    folder = downloads / (want or f"url-{hashlib.sha256(url.encode()).hexdigest()[:24]}.{uuid.uuid4().hex[:8]}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"{url}: cannot create the cache folder {folder}: {_one_line(exc)}") from exc
-    tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+    if local is not None:
+        downloader = _copier(local)
+    elif _is_offline(offline):  # pooch calls it only when the cache cannot serve the file
+        downloader = _refuse(f"{url} is not in the cache ({downloads / want if want else downloads}) and "
+                             f"mmv_zoo is offline ({'MMV_ZOO_OFFLINE=1' if offline is None else 'offline=True'}); "
+                             "go online once to download it")
+    else:
+        downloader = _http(timeout, progressbar=sys.stderr.isatty())
     try:
-        if local is not None:
-            actual = _copy_local(local, tmp, url)
-        else:
-            actual = _download(url, tmp, max(1, int(retries)), timeout)
-        if want is not None and actual != want:
-            how = " (recorded on first use in " + str(_index_path()) + ")" if recorded else ""
-            raise DownloadError(f"sha256 mismatch for {url}: expected {want}{how}, got {actual}; "
-                                "the file was not kept")
-        final_folder = downloads / actual
-        final_folder.mkdir(parents=True, exist_ok=True)
-        final = final_folder / name
-        os.replace(tmp, final)
+        got, action = _retrying(url, max(1, int(retries)), lambda: _retrieve(url, want, name, folder, downloader))
+        actual = want or sha256_of(got)
+        final = downloads / actual / name
+        if got != final:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(got, final)
+    except ValueError as exc:  # pooch's hash check: the download was deleted
+        how = f" (recorded on first use in {downloads / 'index.json'})" if recorded else ""
+        got_sha = re.search(r"but got ([0-9a-f]{64})", str(exc))
+        if got_sha is None:
+            raise DownloadError(f"{url}: {_one_line(exc)}") from exc
+        raise DownloadError(f"sha256 mismatch for {url}: expected {want}{how}, got {got_sha.group(1)}; "
+                            "the file was not kept") from exc
     except OSError as exc:
         raise DownloadError(f"{url}: cannot write to the cache folder {folder}: {_one_line(exc)}") from exc
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        _remove_empty(folder, downloads)  # a failed entry or the emptied staging folder
+        for empty in (folder, downloads):  # a failed entry or the emptied staging folder
+            with contextlib.suppress(OSError):
+                empty.rmdir()
     if tofu:
-        _record_index(url, actual)
+        write_record("downloads", "index", {**_index(), url: actual})  # atomic; skipped if unwritable
         log.info("trust on first use: recorded sha256 %s for %s", actual, url)
-    return _finish(Fetched(final, actual, False, url, tofu), extract)
+    return _finish(Fetched(final, actual, action == "fetch", url, tofu), extract)
+
+
+def _retrieve(url: str, sha256: str | None, name: str, folder: Path, downloader: Downloader) -> tuple[Path, str]:
+    """One attempt: pooch serves `folder/name` if it has `sha256`, else downloads it there, verifying the
+    hash before the file gets its name. Returns the file and pooch's action ("fetch": from the cache)."""
+    with quiet_pooch() as pooch:
+        known = f"sha256:{sha256}" if sha256 else None
+        return pooch.retrieve(url, known_hash=known, fname=name, path=folder, downloader=downloader,
+                              processor=lambda path, action, _pooch: (Path(path), action))
 
 
 def _finish(got: Fetched, extract: bool) -> Fetched:
@@ -258,107 +234,77 @@ def _finish(got: Fetched, extract: bool) -> Fetched:
     return got
 
 
-def _copy_local(source: Path, tmp: Path, url: str) -> str:
-    if not source.is_file():
-        raise DownloadError(f"{url}: no such file")
-    digest = hashlib.sha256()
-    try:
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            while block := src.read(_CHUNK):
-                digest.update(block)
-                dst.write(block)
-    except OSError as exc:
-        raise DownloadError(f"{url}: cannot copy {source} into the cache: {_one_line(exc)}") from exc
-    return digest.hexdigest()
+# ----------------------------------------------------------------------------------------- downloaders
 
 
-@dataclass
-class _Resume:
-    """What the previous attempt learned about the server: can the next attempt resume?"""
-
-    validator: str | None = None  # strong ETag or Last-Modified: the content the partial file holds
-    ranges: bool = False  # the server accepts byte ranges
-
-    def offset(self, tmp: Path) -> int:
-        if not (self.validator and self.ranges):
-            return 0
+def _copier(source: Path) -> Downloader:
+    """A pooch downloader for a local file: a copy, verified and moved into place like a download."""
+    def copy(url: str, output_file: Any, _pooch: Any) -> None:
         try:
-            return tmp.stat().st_size
-        except OSError:
-            return 0
+            shutil.copyfile(source, output_file)
+        except OSError as exc:
+            raise DownloadError(f"{url}: cannot copy {source} into the cache: {_one_line(exc)}") from exc
+    return copy
 
 
-_NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError)
+def _refuse(message: str) -> Downloader:
+    """A pooch downloader that may not download (offline): a DownloadError with `message`."""
+    def refuse(url: str, output_file: Any, _pooch: Any) -> None:
+        raise DownloadError(message)
+    return refuse
 
 
-def _download(url: str, tmp: Path, attempts: int, timeout: float) -> str:
-    """Download `url` into `tmp` with retries; returns the sha256 of the complete file."""
-    resume = _Resume()
+def _http(timeout: float, *, progressbar: bool = False, accept: str = "*/*") -> Downloader:
+    """`pooch.HTTPDownloader` (a tqdm bar with `progressbar` when tqdm is installed), its requests
+    exceptions sorted into _Retryable and DownloadError."""
+    with quiet_pooch() as pooch:
+        import requests
+
+        progressbar = progressbar and importlib.util.find_spec("tqdm") is not None
+        http = pooch.HTTPDownloader(progressbar=progressbar, chunk_size=1 << 16, timeout=timeout,
+                                    headers={**_HEADERS, "Accept": accept})
+
+    def download(url: str, output_file: Any, pooch_: Any) -> None:
+        try:
+            http(url, output_file, pooch_)
+        except requests.HTTPError as exc:
+            code, reason = exc.response.status_code, _one_line(exc.response.reason or "")
+            if code >= 500 or code in (408, 429):
+                raise _Retryable(f"HTTP {code} {reason}") from exc
+            raise DownloadError(f"download of {url} failed: HTTP {code} {reason}") from exc
+        except requests.exceptions.SSLError as exc:  # a certificate problem does not go away
+            raise DownloadError(f"download of {url} failed: {_one_line(exc)}") from exc
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _Retryable(_dropped(exc, output_file)) from exc
+        except requests.RequestException as exc:
+            raise DownloadError(f"download of {url} failed: {_one_line(exc)}") from exc
+    return download
+
+
+def _dropped(exc: Exception, output_file: Any) -> str:
+    """One line on a dropped attempt: "connection closed after N of M bytes", else the root cause."""
+    written = os.path.getsize(output_file) if isinstance(output_file, str) and os.path.isfile(output_file) else 0
+    short = _INCOMPLETE_RE.search(str(exc))
+    if short:  # urllib3 counts the bytes of the failed read only: they were not written yet
+        got = written + int(short.group(1))
+        return f"connection closed after {got} of {got + int(short.group(2))} bytes"
+    cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    cause = getattr(cause, "reason", None) or cause  # urllib3's MaxRetryError -> the refused connection
+    return (f"connection lost after {written} bytes: " if written else "") + _one_line(cause)
+
+
+def _retrying(url: str, attempts: int, attempt: Callable[[], T]) -> T:
+    """`attempt()` until it does not raise _Retryable, at most `attempts` times, waiting longer each time."""
     reason = "no attempt made"
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            time.sleep(BACKOFF_SECONDS * (attempt - 1))
+    for n in range(1, attempts + 1):
+        if n > 1:
+            time.sleep(BACKOFF_SECONDS * (n - 1))
         try:
-            _attempt(url, tmp, resume, timeout)
-            return sha256_of(tmp)
+            return attempt()
         except _Retryable as exc:
-            reason = _one_line(exc)
-            log.info("download of %s: attempt %d/%d failed: %s", url, attempt, attempts, reason)
+            reason = str(exc)
+            log.info("download of %s: attempt %d/%d failed: %s", url, n, attempts, reason)
     raise DownloadError(f"download of {url} failed after {attempts} attempt{'s' * (attempts > 1)}: {reason}")
-
-
-def _attempt(url: str, tmp: Path, resume: _Resume, timeout: float) -> None:
-    """One request into `tmp`: appended when the server honours the range request, else rewritten."""
-    offset = resume.offset(tmp)
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    if offset > 0:
-        headers["Range"] = f"bytes={offset}-"
-        headers["If-Range"] = resume.validator or ""
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset > 0:  # the partial file is no use: restart
-            resume.validator = None
-            raise _Retryable("HTTP 416 for a range request; restarting") from exc
-        if exc.code >= 500 or exc.code in (408, 429):
-            raise _Retryable(f"HTTP {exc.code} {_one_line(exc.reason)}") from exc
-        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {_one_line(exc.reason)}") from exc
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ssl.SSLCertVerificationError):
-            raise DownloadError(f"download of {url} failed: {_one_line(exc.reason)}") from exc
-        raise _Retryable(_one_line(exc.reason)) from exc
-    except _NETWORK_ERRORS as exc:
-        raise _Retryable(f"{type(exc).__name__}: {_one_line(exc)}") from exc
-
-    with response:
-        validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-        append = False
-        if response.status == 206:
-            match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-            if not match or int(match.group(1)) != offset or offset == 0:
-                resume.validator = None
-                raise _Retryable("the server answered with an unexpected range; restarting")
-            append = True
-        elif validator and validator.startswith("W/"):
-            validator = None  # a weak ETag does not identify the bytes
-        resume.validator = validator if not append else resume.validator
-        resume.ranges = append or response.headers.get("Accept-Ranges", "").lower() == "bytes"
-        length = response.headers.get("Content-Length", "")
-        expected = int(length) if length.isdigit() else None
-        received = 0
-        with tmp.open("ab" if append else "wb") as out:
-            while True:
-                try:
-                    block = response.read(_CHUNK)
-                except _NETWORK_ERRORS as exc:
-                    raise _Retryable(f"connection lost after {received} bytes: "
-                                     f"{type(exc).__name__}: {_one_line(exc)}") from exc
-                if not block:
-                    break
-                out.write(block)
-                received += len(block)
-        if expected is not None and received < expected:
-            raise _Retryable(f"connection closed after {received} of {expected} bytes")
 
 
 # ------------------------------------------------------------------------------------------------ DOI
@@ -405,27 +351,17 @@ def resolve_doi(doi: str, *, api: str | None = None) -> list[tuple[str, str | No
 
 
 def _get_json(url: str, what: str, attempts: int = 3, timeout: float = 30.0) -> object:
-    headers = {"User-Agent": _USER_AGENT, "Accept": "application/json"}
-    reason = ""
-    for attempt in range(1, attempts + 1):
-        if attempt > 1:
-            time.sleep(BACKOFF_SECONDS * (attempt - 1))
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code >= 500 or exc.code == 429:
-                reason = f"HTTP {exc.code} {_one_line(exc.reason)}"
-                continue
-            raise DownloadError(f"{what}: {url} answered HTTP {exc.code} {_one_line(exc.reason)}") from exc
-        except urllib.error.URLError as exc:
-            reason = _one_line(exc.reason)
-            continue
-        except _NETWORK_ERRORS as exc:
-            reason = f"{type(exc).__name__}: {_one_line(exc)}"
-            continue
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise DownloadError(f"{what}: {url} did not return JSON: {_one_line(exc)}") from exc
-    raise DownloadError(f"{what}: {url} failed after {attempts} attempts: {reason}")
+    """The JSON document at `url`, read with the downloads' HTTP client and retries."""
+    download = _http(timeout, accept="application/json")
+
+    def attempt() -> bytes:
+        body = io.BytesIO()
+        download(url, body, None)
+        return body.getvalue()
+
+    try:
+        return json.loads(_retrying(url, attempts, attempt))
+    except DownloadError as exc:
+        raise DownloadError(f"{what}: {exc}") from None
+    except ValueError as exc:
+        raise DownloadError(f"{what}: {url} did not return JSON: {_one_line(exc)}") from exc
