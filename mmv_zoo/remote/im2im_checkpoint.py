@@ -59,12 +59,16 @@ def fnet_key(key: str) -> str:
 def _safe_classes() -> list[Any]:
     """Classes besides tensors that MMV_Im2Im checkpoints hold and weights-only loading may rebuild:
     MONAI's MetaTensor, the value of the early-stopping and checkpoint callbacks' state in the paper's
-    label-free configurations (a tensor subclass: rebuilding it runs no code of the file's)."""
+    label-free configurations (a tensor subclass: rebuilding it runs no code of the file's), and the
+    string enums its metadata is keyed by (MetaKeys, SpaceKeys; TraceKeys and the others in its
+    `applied_operations`, which MMV_Im2Im 0.8.1's cropping transforms fill): an enum member is
+    rebuilt by looking its value up, nothing else."""
     try:
         from monai.data.meta_tensor import MetaTensor
+        from monai.utils.enums import LazyAttr, MetaKeys, SpaceKeys, TraceKeys, TraceStatusKeys
     except ImportError:  # MONAI is a dependency; without it such a file is refused as any other
         return []
-    return [MetaTensor]
+    return [MetaTensor, MetaKeys, SpaceKeys, TraceKeys, TraceStatusKeys, LazyAttr]
 
 
 def read_network_state(path: Path, what: str | None = None) -> dict[str, Any]:
