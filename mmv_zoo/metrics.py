@@ -255,6 +255,20 @@ def ssim(pred: np.ndarray, truth: np.ndarray, range_: float | None = None, chann
     return float(structural_similarity(t, p, data_range=r, win_size=win, channel_axis=channel_axis))
 
 
+def affine_fit(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """`pred` mapped per channel by the least-squares gain and offset onto `truth` ((C, ...) arrays): for
+    outputs in other units than their reference (a self-supervised denoiser's normalized values)."""
+    p, t = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    _same_shape(p, t)
+    out = np.empty_like(p)
+    for c in range(p.shape[0]):
+        x, y = p[c].ravel(), t[c].ravel()
+        var = x.var()
+        gain = ((x - x.mean()) * (y - y.mean())).mean() / var if var > 0 else 0.0
+        out[c] = gain * (p[c] - x.mean()) + y.mean()
+    return out
+
+
 def regression_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Pearson, SSIM and PSNR of (C, [Z], Y, X) arrays (SSIM per channel, averaged)."""
     p, t = np.asarray(pred), np.asarray(truth)

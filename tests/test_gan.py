@@ -529,9 +529,39 @@ def test_cyclegan_run_exports_both_directions(cyclegan_run, tmp_path):
             got = pp.predict_sample_without_blocking(get_test_input_sample(descr), skip_input_padding=True,
                                                      skip_output_cropping=True)
         got = got.members[descr.outputs[0].id].transpose([a.id for a in descr.outputs[0].axes]).data.values
-        np.testing.assert_allclose(got, expected, atol=1e-4)
-        if direction == "b2a":
+        if direction == "b2a":  # a mask in, a generated image out
+            np.testing.assert_allclose(got, expected, atol=1e-4)
             assert [p.id for p in descr.inputs[0].preprocessing][:2] == ["ensure_dtype", "binarize"]
+            assert "binarize" not in [p.id for p in descr.outputs[0].postprocessing]
+        else:  # image -> mask: the package outputs the 0/1 mask, the generated values cut at 0 (range -1,1)
+            assert [p.id for p in descr.outputs[0].postprocessing] == ["binarize", "ensure_dtype"]
+            assert got.dtype == np.uint8 and set(np.unique(got)) <= {0, 1}
+            decided = np.abs(expected) > 1e-4  # a value within float noise of the cut-off may go either way
+            np.testing.assert_array_equal(got[decided], (expected > 0)[decided])
+
+
+def test_a_mask_generator_is_evaluated_as_a_segmentation(cyclegan_run, data_2d, tmp_path):
+    """CycleGAN image -> mask: its run's output is cut at 0 (the middle of the ±1 masks, as the package's
+    binarize) and scored with foreground F1/IoU against any non-zero label, like the segmentation entries."""
+    from mmv_zoo import metrics
+    from mmv_zoo.evaluate.scoring import evaluate
+    from mmv_zoo.predict.engine import predict_array
+    from mmv_zoo.run import load_model
+    from mmv_zoo.transforms.normalize import mask_cutoff
+
+    entry, folder = cyclegan_run
+    assert mask_cutoff(entry.mmv.task, entry.mmv.data.normalization.target) == 0.0
+    result = evaluate(folder, data_2d, tmp_path / "ev")
+    assert result.task == "segmentation" and result.columns == ["f1_foreground", "iou_foreground"]
+    model = load_model(folder)
+    for row in result.images:
+        pred = tifffile.imread(row.prediction)
+        image = tifffile.imread(row.source).astype(np.float32)
+        raw = predict_array(model, image[None], model.entry)[0]
+        np.testing.assert_array_equal(pred, (raw > 0).astype(np.uint8))
+        truth = tifffile.imread(row.target) > 0
+        cm = metrics.confusion_matrix(pred.astype(np.int64), truth.astype(np.int64), 2)
+        assert row.scores["f1_foreground"] == pytest.approx(float(metrics.scores_from_confusion(cm)["f1"][1]))
 
 
 def test_cli_export_direction(pix2pix_run, cyclegan_run, tmp_path, capsys):

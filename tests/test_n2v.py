@@ -227,6 +227,30 @@ def test_exported_n2v_package_predicts_as_the_run(n2v_run, tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+def test_evaluate_scores_a_denoiser_against_clean_references_after_an_affine_fit(n2v_run, tmp_path):
+    """`<data>/noisy` + `<data>/clean` (the layout's `reference`): a denoiser's output is in its input's
+    normalized units, so it is scored after the least-squares affine fit onto the reference."""
+    from mmv_zoo import metrics
+    from mmv_zoo.evaluate.scoring import AFFINE_NOTE, evaluate
+
+    clean = tifffile.imread(HYBISS / "noisy" / "img_hybiss_2d.tif").astype(np.float32)[:128, :128]
+    for folder, image in (("noisy", clean * 0.5 + 100), ("clean", clean)):  # other units, same content
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "data" / folder / "a.tif", image)
+    result = evaluate(n2v_run, tmp_path / "data", tmp_path / "ev")
+    assert result.task == "regression" and AFFINE_NOTE in result.notes
+    row = result.images[0].scores
+    pred = tifffile.imread(result.images[0].prediction).astype(np.float64)[None]
+    expected = metrics.regression_scores(metrics.affine_fit(pred, clean[None].astype(np.float64)), clean[None])
+    assert row["psnr"] == pytest.approx(expected["psnr"], abs=1e-6)
+    assert row["psnr"] > metrics.regression_scores(pred, clean[None])["psnr"] + 10  # raw z-score units: far off
+    fitted = metrics.affine_fit(clean[None] * 3.0 - 7.0, clean[None])  # the fit undoes gain and offset
+    np.testing.assert_allclose(fitted, clean[None], rtol=1e-5, atol=1e-3)
+    (tmp_path / "noref" / "noisy").mkdir(parents=True)
+    with pytest.raises(Exception, match="clean"):
+        evaluate(n2v_run, tmp_path / "noref", tmp_path / "ev2")
+
+
 def test_a_killed_n2v_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
     from mmv_zoo.run import load_model
     from mmv_zoo.training.train import resume, train

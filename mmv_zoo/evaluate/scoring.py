@@ -27,6 +27,7 @@ from ..errors import DataError
 from ..io.read import image_stem, is_image, read_image
 from ..io.write import check_writable, make_folder, temporary_path
 from ..settings.data import DataSettings, PairedFolders
+from ..transforms.normalize import mask_cutoff
 
 TASKS = ("regression", "segmentation", "instance")
 FIGURE_IMAGES = 4
@@ -48,6 +49,8 @@ class Scoring:
     data: DataSettings | None = None
     val_files: list[str] | None = None
     """Names of the pairs the run held back for validation (run.json), when known."""
+    mask_cutoff: float | None = None
+    """A generator of masks (e.g. CycleGAN image -> mask): scored as a segmentation of its output cut here."""
 
 
 @dataclass
@@ -75,13 +78,29 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
 
 
+AFFINE_NOTE = ("self-supervised denoiser: each prediction is scored after the least-squares affine fit of its "
+               "values onto the clean reference (its output is in the noisy input's normalized units), as "
+               "CSBDeep's norm_minmse and the N2V papers do")
+
+
 # ---- what the model says
+
+def _as_mask_model(spec: Scoring) -> Scoring:
+    """A regression model whose output is a mask domain is scored as a two-class segmentation (foreground
+    F1 and IoU against any non-zero target value), its output cut in the middle of the mask's values."""
+    cut = mask_cutoff(spec.task, spec.target_norm)
+    if cut is None:
+        return spec
+    return replace(spec, task="segmentation", labels="foreground", class_names=["background", "foreground"],
+                   mask_cutoff=cut)
+
 
 def _from_entry(entry: Any, name: str, val_files: list[str] | None) -> Scoring:
     mmv = entry.mmv
-    return Scoring(task=mmv.task, name=name, spatial_dims=entry.spatial_dims,
-                   class_names=[str(c) for c in entry.outputs[0].channel_names], labels=mmv.data.labels,
-                   target_norm=mmv.data.normalization.target, data=mmv.data, val_files=val_files)
+    return _as_mask_model(Scoring(
+        task=mmv.task, name=name, spatial_dims=entry.spatial_dims,
+        class_names=[str(c) for c in entry.outputs[0].channel_names], labels=mmv.data.labels,
+        target_norm=mmv.data.normalization.target, data=mmv.data, val_files=val_files))
 
 
 def _from_package(descr: Any, name: str) -> Scoring:
@@ -97,7 +116,7 @@ def _from_package(descr: Any, name: str) -> Scoring:
         return spec
     spec.labels, spec.target_norm = spec.data.labels, spec.data.normalization.target
     spec.val_files = (own.get("run") or {}).get("val_files")
-    return spec
+    return _as_mask_model(spec)
 
 
 def _source_name(source: str | Path) -> str:
@@ -133,6 +152,8 @@ def _layout(spec: Scoring) -> Any:
     layout = spec.data.layout if spec.data is not None else PairedFolders(layout="paired_folders")
     if layout.layout == "unpaired_folders":  # CycleGAN: scored on paired test data in the same folder names
         return PairedFolders(layout="paired_folders", source=layout.source, target=layout.target)
+    if layout.layout == "source_folder":  # self-supervised denoising: scored against clean references
+        return PairedFolders(layout="paired_folders", source=layout.source, target=layout.reference)
     # exclusion masks only take pixels out of the training loss: scores use every pixel, need no masks
     if not layout.has_exclusion:
         return layout
@@ -274,7 +295,14 @@ def _regression(pred: np.ndarray, truth: np.ndarray, spec: Scoring, pair: Pair, 
         raise DataError(f"{pred_path}: prediction has {pred.shape[0]} channel(s), its truth {pair.target.name} "
                         f"{truth.shape[0]}")
     t = normalize(truth, spec.target_norm) if spec.target_norm is not None else truth
-    return metrics.regression_scores(pred.astype(np.float64), np.asarray(t, np.float64))
+    p = pred.astype(np.float64)
+    if _self_supervised(spec):  # a denoiser outputs its input's normalized units: fit them onto the reference
+        p = metrics.affine_fit(p, np.asarray(t, np.float64))
+    return metrics.regression_scores(p, np.asarray(t, np.float64))
+
+
+def _self_supervised(spec: Scoring) -> bool:
+    return spec.data is not None and spec.data.layout.layout == "source_folder"
 
 
 def columns_for(task: str, spec: Scoring) -> list[str]:
@@ -348,7 +376,10 @@ def evaluate(source: str | Path | None, data: Path, out: Path | None = None, pre
 
             predictor = open_uncertain([source, *(members or [])], uncertainty, Options(), samples, trust_code)
         else:
-            predictor = open_predictor(source, trust_code=trust_code)
+            from ..settings.predict import Options
+
+            # a mask generator's run outputs raw values: cut them (its packages output the mask already)
+            predictor = open_predictor(source, trust_code=trust_code, options=Options(threshold=spec.mask_cutoff))
         pred_for = _predict_all(predictor, pairs, pred_dir)
     else:
         pred_dir = Path(predictions)
@@ -413,6 +444,8 @@ def _score_pair(task: str, spec: Scoring, pair: Pair, pred_path: Path, keep_pane
     counts, matched = None, None
     if task == "regression":
         scores = _regression(pred, truth, spec, pair, pred_path)
+        if _self_supervised(spec) and AFFINE_NOTE not in notes:
+            notes.append(AFFINE_NOTE)
     elif task == "segmentation":
         pred = _class_labels(pred, spec, pred_path)
         scores, counts = _segmentation(pred, truth, spec, pair, pred_path)

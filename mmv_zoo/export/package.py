@@ -23,7 +23,7 @@ from . import ExportError
 from .architecture import Architecture, architecture, environment_yaml
 from .axes import AxisSize, export_sizes, input_axes, output_axes
 from .compat import rewrite_package
-from .preprocessing import check_exportable, preprocessing_steps
+from .preprocessing import check_exportable, mask_postprocessing, mask_threshold, preprocessing_steps
 from .readme import ReadmeFacts, render_readme
 from .tensors import find_sample, load_crop, other_valid_shape, write_cover, write_sample_tiff
 
@@ -197,6 +197,10 @@ class _Builder:
         self.space_ids = [s.id for s in sizes]
         self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
         self.input_axes = input_axes(entry, sizes, self.notes)
+        self.mask_threshold = mask_threshold(entry)  # a mask domain: the package outputs 0/1, not raw values
+        if self.mask_threshold is not None:
+            self.notes.append(f"the output is a mask: the generated values are binarized at "
+                              f"{self.mask_threshold:g} (BioImage.IO binarize), giving 0/1 as uint8")
         for s in sizes:
             if s.halo < s.field:
                 self.notes.append(f"axis {s.id}: the halo {s.halo} is smaller than the receptive-field radius "
@@ -222,7 +226,8 @@ class _Builder:
         y = self._test_output()
         write_sample_tiff(self.path("sample_input"), x)
         write_sample_tiff(self.path("sample_output"), y)
-        write_cover(self.path("cover"), raw, y[0], self.entry.mmv.task == "segmentation")
+        write_cover(self.path("cover"), raw, y[0], self.entry.mmv.task == "segmentation",
+                    mask=self.mask_threshold is not None)
         self.facts = ReadmeFacts(
             formats=list(self.formats), pytorch_version=self.torch_version, sample_name=sample_name,
             test_shape=tuple(x.shape), preprocessing=[_describe_step(p) for p in self.pre], notes=self.notes,
@@ -315,7 +320,8 @@ class _Builder:
         from bioimageio.core.digest_spec import get_test_input_sample
 
         x = np.load(self.path("test_input"))
-        np.save(self.path("test_output"), np.ones((1, self.entry.out_channels, *x.shape[2:]), np.float32))
+        draft_dtype = np.uint8 if self.mask_threshold is not None else np.float32
+        np.save(self.path("test_output"), np.ones((1, self.entry.out_channels, *x.shape[2:]), draft_dtype))
         draft = self.describe(("torchscript",), with_samples=False)
         sample = get_test_input_sample(draft)
         create_prediction_pipeline(bioimageio_model=draft, weight_format="torchscript").apply_preprocessing(sample)
@@ -324,6 +330,8 @@ class _Builder:
         module = torch.jit.load(str(self.path("torchscript")), map_location="cpu").eval()
         with torch.no_grad():
             y = module(torch.from_numpy(pre)).numpy().astype(np.float32)
+        if self.mask_threshold is not None:  # what binarize + ensure_dtype make of it
+            y = (y > self.mask_threshold).astype(np.uint8)
         np.save(self.path("test_output"), y)
         return y
 
@@ -360,11 +368,14 @@ class _Builder:
                 sample_tensor=v0_5.FileDescr(source=self.path("sample_input")) if extra else None,
                 data=v0_5.IntervalOrRatioDataDescr(type="float32"), preprocessing=self.pre)]
             seg = entry.mmv.task == "segmentation"
+            mask = self.mask_threshold is not None
+            data = (v0_5.NominalOrOrdinalDataDescr(values=[0, 1], type="uint8") if mask else
+                    v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0) if seg else (None, None)))
             outputs = [v0_5.OutputTensorDescr(
                 id=v0_5.TensorId(outp.id), description=outp.description, axes=output_axes(entry, self.sizes),
                 test_tensor=v0_5.FileDescr(source=self.path("test_output")),
                 sample_tensor=v0_5.FileDescr(source=self.path("sample_output")) if extra else None,
-                data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0) if seg else (None, None)))]
+                data=data, postprocessing=mask_postprocessing(self.mask_threshold) if mask else [])]
             return v0_5.ModelDescr(
                 name=entry.name, description=entry.description.strip(), authors=self._authors(),
                 cite=self.cite, license=entry.license,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..transforms.normalize import EPS
+from ..transforms.normalize import EPS, mask_cutoff
 
 CENTER_NOTE = (
     "The entry normalizes inputs with 'center' normalization (zero mean, unit variance with statistics "
@@ -60,3 +60,16 @@ def preprocessing_steps(norm: Any, space_axes: list[str]) -> tuple[list[Any], li
     elif norm.kind != "none":  # pragma: no cover - the schema rejects other kinds
         raise ValueError(f"unknown normalization {norm.kind!r}")
     return steps, notes
+
+
+def mask_threshold(entry: Any) -> float | None:
+    """The package outputs a 0/1 mask, cut at this value, when the entry's output is a mask domain."""
+    return mask_cutoff(entry.mmv.task, entry.mmv.data.normalization.target)
+
+
+def mask_postprocessing(threshold: float) -> list[Any]:
+    """BioImage.IO postprocessing that turns the generated mask values into a 0/1 uint8 mask."""
+    from bioimageio.spec.model import v0_5
+
+    return [v0_5.BinarizeDescr(kwargs=v0_5.BinarizeKwargs(threshold=threshold)),
+            v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="uint8"))]

@@ -88,14 +88,16 @@ def _plane(x: np.ndarray, stretch: bool = True) -> np.ndarray:
     return np.clip((a - lo) / (hi - lo + 1e-6), 0, 1)
 
 
-def write_cover(path: Path, raw: np.ndarray, output: np.ndarray, segmentation: bool) -> Path:
-    """A 2:1 PNG: the input (left) next to the output (right; foreground probability for segmentation)."""
+def write_cover(path: Path, raw: np.ndarray, output: np.ndarray, segmentation: bool, mask: bool = False) -> Path:
+    """A 2:1 PNG: the input (left) next to the output (right; foreground probability for segmentation,
+    the 0/1 mask for `mask` outputs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = (1.0 - output[:1]) if segmentation else output
+    shown = (1.0 - output[:1]) if segmentation else output.astype(np.float32) if mask else output
+    segmentation = segmentation or mask
     fig = plt.figure(figsize=(8, 4), dpi=100)
     for i, (img, title) in enumerate(((raw, "input"), (shown, "foreground" if segmentation else "output"))):
         ax = fig.add_axes((i * 0.5, 0.0, 0.5, 0.92))

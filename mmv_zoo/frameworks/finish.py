@@ -16,7 +16,8 @@ Finish = Callable[[np.ndarray], np.ndarray]
 def task_postprocess(task: str, channel_names: list[str], options: Any) -> tuple[Finish, list[str]]:
     """The task's default post-processing of network outputs and the output channel names:
     segmentation -> labels (argmax, or thresholded; `options.probabilities` keeps the probabilities),
-    regression -> values as predicted (a 0/1 mask with `options.threshold`)."""
+    regression -> values as predicted (a 0/1 mask of values above `options.threshold`, BioImage.IO's
+    binarize rule, so a mask package's output stays as it is)."""
     t = options.threshold
     if task == "segmentation" and not options.probabilities:
         def labels(y: np.ndarray) -> np.ndarray:
@@ -29,5 +30,5 @@ def task_postprocess(task: str, channel_names: list[str], options: Any) -> tuple
             return lab.astype(dtype)
         return labels, ["labels"]
     if task == "regression" and t is not None:
-        return (lambda y: (y >= t).astype(np.uint8)), ["labels"]
+        return (lambda y: (y > t).astype(np.uint8)), ["labels"]
     return (lambda y: y.astype(np.float32)), list(channel_names)

@@ -19,8 +19,8 @@ class Options(Strict):
     """Segmentation: write class probabilities, not labels (instances: the raw embeddings)."""
     threshold: float | None = None
     """Segmentation: foreground where its probability >= this (2 classes; more: argmax, background where
-    the top probability is below it); regression: a 0/1 mask of output >= this; instances: the seed
-    threshold."""
+    the top probability is below it); regression: a 0/1 mask of output > this (BioImage.IO's binarize);
+    instances: the seed threshold."""
     overlap: float = Field(default=0.0, ge=0.0, le=0.9)
     """Extra blended overlap between tiles, as a fraction of a tile (tiles already overlap by the
     network's receptive field, which makes tiling exact; this only matters for networks whose field

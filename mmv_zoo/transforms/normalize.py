@@ -102,3 +102,12 @@ def normalizer(x: np.ndarray, settings: Any) -> Callable[[np.ndarray], np.ndarra
 def normalize(x: np.ndarray, settings: Any) -> np.ndarray:
     """Apply the normalization an entry declares; returns float32."""
     return normalizer(x, settings)(x)
+
+
+def mask_cutoff(task: str | None, target_norm: Any) -> float | None:
+    """The cut-off between background and foreground when a model's output is a mask domain: a
+    regression model (a GAN) whose targets are normalized as `foreground` (unsupervised segmentation,
+    image -> mask) — the middle of the mask's two values. None for any other output."""
+    if task != "regression" or target_norm is None or getattr(target_norm, "kind", None) != "foreground":
+        return None
+    return 0.0 if target_norm.range == "-1,1" else 0.5
