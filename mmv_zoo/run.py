@@ -289,3 +289,31 @@ def load_im2im_checkpoint(entry: Any, path: Path) -> Any:
                           f"the entry's network ({kind}; config.mmv_zoo.network must match the network it was "
                           "trained with)")
     return model.eval()
+
+
+def load_package_weights(entry: Any, package: Path) -> tuple[Any, dict[str, Any]]:
+    """The entry's framework (eval mode, CPU) with its inference network's weights from the
+    `pytorch_state_dict` of the mmv_zoo package `package` (an entry's shipped package), loaded strictly,
+    and the training facts the package recorded (`config.mmv_zoo.run`, as run.json has them)."""
+    import io
+    import zipfile
+
+    import torch
+    import yaml
+
+    where = f"{entry.source}: config.mmv_zoo.pretrained ({Path(package).name})"
+    try:
+        with zipfile.ZipFile(package) as z:
+            rdf = yaml.safe_load(z.read("rdf.yaml"))
+            member = ((rdf.get("weights") or {}).get("pytorch_state_dict") or {}).get("source")
+            if not isinstance(member, str):
+                raise RunError(f"{where}: the package has no pytorch_state_dict weights to load into the "
+                               "entry's network")
+            state = torch.load(io.BytesIO(z.read(member)), map_location="cpu", weights_only=True)
+    except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as e:
+        raise RunError(f"{where}: not a readable BioImage.IO package ({type(e).__name__})") from None
+    model = framework_class(entry.mmv.framework)(entry.model_dump(mode="json"), slug=entry.slug)
+    load_into(model.inference_model(), state, f"{where}: its weights do not fit the entry's network "
+                                              f"({entry.mmv.network.kind})")
+    run = ((rdf.get("config") or {}).get("mmv_zoo") or {}).get("run")
+    return model.eval(), run if isinstance(run, dict) else {}

@@ -5,7 +5,8 @@
 For each entry: tiny synthetic training data in the entry's layout and axes and a tiny training run
 (small network, small discriminator for the GAN frameworks; both from `mmv_zoo.testing`, which
 tests/test_zoo_entries.py shares), an export with all three weight formats (torchscript, onnx,
-pytorch_state_dict; a CycleGAN run: one package per direction), then the checker
+pytorch_state_dict; a CycleGAN run: one package per direction; an instance run: its labels package,
+TorchScript only), then the checker
 (`../shared/tools/check_bioimageio_package.sh` by default; `MMV_ZOO_CHECKER` or `--checker`
 overrides) with the input image for its tiled-prediction step, under the newest bioimageio.core and
 under bioimageio.core 0.9.6 (`--cores`; the checker's CHECK_CORE, each in its own environment,
@@ -58,8 +59,8 @@ def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST
     ok, last = True, ""
     for direction, inp in targets:
         suffix = f"_{direction}" if direction else ""
-        package = export_package(run, work / f"{name}{suffix}.zip", formats=tuple(FORMATS.split(",")),
-                                 direction=direction)
+        formats = ("torchscript",) if entry.mmv.task == "instance" else tuple(FORMATS.split(","))  # labels
+        package = export_package(run, work / f"{name}{suffix}.zip", formats=formats, direction=direction)
         np.save(work / f"input{suffix}.npy", inp)
         ok, last = run_checker(checker, package.zip_path, work / f"input{suffix}.npy", cores,
                                f"{direction}: " if direction else "")

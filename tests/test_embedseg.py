@@ -328,13 +328,14 @@ def test_train_and_predict_write_uint16_labels(tmp_path):
     emb = tifffile.imread(raw[0].output)
     assert emb.dtype == np.float32 and 5 in emb.shape  # offsets, sigmas, seed
 
-    # its BioImage.IO package, predicted with `mmv-zoo predict`, gives the run's embeddings and clusters
-    # them into labels with the settings in the package's config.mmv_zoo (--probabilities: embeddings)
+    # its embeddings package (export --embeddings), predicted with `mmv-zoo predict`, gives the run's
+    # embeddings and clusters them into labels with the settings in the package's config.mmv_zoo
+    # (--probabilities: the embeddings); the labels package is tests/test_instance_packages.py's
     from mmv_zoo.export.package import export_package
     from mmv_zoo.metrics import average_precision
     from mmv_zoo.predict.engine import postprocess
 
-    package = export_package(run, tmp_path / "instances.zip", formats=("torchscript",)).zip_path
+    package = export_package(run, tmp_path / "instances.zip", formats=("torchscript",), embeddings=True).zip_path
     image = [data / "images" / "im0.tif"]
 
     def written(source, folder: str, **kw) -> np.ndarray:

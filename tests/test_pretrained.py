@@ -111,6 +111,58 @@ def test_every_shipped_entry_predicts_with_the_network_switched_off(slug, tmp_pa
     assert score >= floor, (slug, metric, score)
 
 
+def test_shipped_instance_package_gives_labels_in_bioimageio_core_and_bare_torchscript(tmp_path):
+    """The consumers' view of the shipped nuclei_instance_2d package: bioimageio.core's whole-image
+    prediction returns labels (uint16) that match `mmv-zoo predict nuclei_instance_2d` and the held-back
+    ground truth; its TorchScript weights, loaded by a process that cannot import mmv_zoo and fed the
+    image as the package's preprocessing and halo describe, return the same labels."""
+    import json
+    import subprocess
+    import sys
+
+    from bioimageio.core import predict
+
+    from mmv_zoo.metrics import instance_scores
+    from mmv_zoo.predict.sources import open_predictor
+
+    package = ZOO_DIR / "nuclei_instance_2d" / "weights" / "nuclei_instance_2d.zip"
+    image, truth, _ = _holdout("nuclei_instance_2d", tmp_path)
+    x = tifffile.imread(image).astype(np.float32)
+    out = predict(model=str(package), inputs=x[None, None])
+    by_core = np.asarray(out.members["labels"].data.values)[0, 0]
+    by_mmv, _ = open_predictor("nuclei_instance_2d")(x[None])
+    assert by_core.dtype == np.uint16 and by_core.shape == truth.shape
+    assert instance_scores(by_core, by_mmv[0])["ap50"] >= 0.99
+    assert instance_scores(by_core, truth)["ap50"] >= 0.92
+
+    np.save(tmp_path / "x.npy", x)
+    code = f"""
+import io, json, sys, zipfile
+sys.modules["mmv_zoo"] = None  # import mmv_zoo fails from here on
+import numpy as np, torch, yaml
+z = zipfile.ZipFile({str(package)!r})
+rdf = yaml.safe_load(z.read("rdf.yaml"))
+scale = next(p["kwargs"] for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_range")
+halo = [a.get("halo", 0) for a in rdf["outputs"][0]["axes"] if a["type"] == "space"]
+x = np.load({str(tmp_path / "x.npy")!r})
+x = np.pad(x, [(h, h) for h in halo], mode="symmetric")
+lo, hi = np.percentile(x, [scale["min_percentile"], scale["max_percentile"]])
+x = ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)
+module = torch.jit.load(io.BytesIO(z.read(rdf["weights"]["torchscript"]["source"])))
+with torch.no_grad():
+    y = module(torch.from_numpy(x)[None, None]).numpy()[0, 0]
+y = y[halo[0]:y.shape[0] - halo[0], halo[1]:y.shape[1] - halo[1]]
+np.save({str(tmp_path / "y.npy")!r}, y)
+print(json.dumps([str(y.dtype), int(y.max())]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dtype, _ = json.loads(done.stdout.splitlines()[-1])
+    bare = np.load(tmp_path / "y.npy")
+    assert dtype == "int32" and bare.shape == by_core.shape
+    assert instance_scores(bare, by_core)["ap50"] >= 0.99
+
+
 def test_entry_without_weights_says_train_first(tmp_path):
     with pytest.raises(EntryError, match="no pretrained weights.*mmv-zoo train labelfree_3d_fnet"):
         predict_files("labelfree_3d_fnet", [SAMPLE / "holdout" / "images" / f"{HOLDOUT}.tif"], tmp_path)

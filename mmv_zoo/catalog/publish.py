@@ -23,7 +23,7 @@ class Published:
 
 
 def publish(run_folder: str | Path, name: str, zoo: Path, sample: Path | None = None,
-            formats: tuple[str, ...] = ("torchscript", "pytorch_state_dict")) -> Published:
+            formats: tuple[str, ...] | None = None) -> Published:
     """Export `run_folder` into `zoo/<name>/weights/<name>.zip` and write (or update) `zoo/<name>/rdf.yaml`
     so that `config.mmv_zoo.pretrained` points at it with its sha256 and the run's metrics."""
     from ..cache import sha256_of

@@ -409,23 +409,32 @@ def _score_text(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 1e6 else f"{v:g}"
 
 
+def _formats(text: str | None) -> tuple[str, ...] | None:
+    """--formats as a tuple (None: the export's default for the run's task)."""
+    return None if text is None else tuple(f.strip() for f in text.split(",") if f.strip())
+
+
 @app.command()
 def export(
     source: Annotated[str, typer.Argument(help="A run folder or a checkpoint (.ckpt).")],
     out: Annotated[Path, typer.Option("--out", help="The package to write, e.g. model.zip.")],
     sample: Annotated[Path | None, typer.Option(help="Image for the test tensors and cover (default: the "
                                                      "run's first validation image).")] = None,
-    formats: Annotated[str, typer.Option(help="Weight formats, comma-separated: torchscript, "
-                                              "pytorch_state_dict, onnx.")] = "torchscript,pytorch_state_dict",
+    formats: Annotated[str | None, typer.Option(help="Weight formats, comma-separated: torchscript, "
+                                                     "pytorch_state_dict, onnx (default: torchscript,"
+                                                     "pytorch_state_dict; torchscript for instance labels).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing package at --out.")] = False,
     direction: Annotated[str | None, typer.Option(help="CycleGAN runs: the direction to export, a2b (the entry's "
                                                        "inputs to outputs) or b2a; one package each.")] = None,
+    embeddings: Annotated[bool, typer.Option(help="Instance (EmbedSeg) runs: a package of the raw embeddings "
+                                                  "(any format) instead of the labels clustered inside its "
+                                                  "TorchScript.")] = False,
 ) -> None:
     """Export a trained run as a BioImage.IO model package, tested by bioimageio.core before it is kept."""
     from ..export.package import export_package
 
-    result = export_package(source, out, sample=sample, formats=tuple(f.strip() for f in formats.split(",") if f),
-                            overwrite=overwrite, direction=direction)
+    result = export_package(source, out, sample=sample, formats=_formats(formats), overwrite=overwrite,
+                            direction=direction, embeddings=embeddings)
     _console().print(f"[bold green]exported[/bold green] {result.zip_path} ({', '.join(result.formats)}; "
                      f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
 
@@ -463,14 +472,14 @@ def publish(
     zoo: Annotated[Path, typer.Option(help="Your zoo folder, entries are <zoo>/<name>/rdf.yaml (default: ./zoo "
                                            "in the current folder).")] = Path("zoo"),
     sample: Annotated[Path | None, typer.Option(help="Image for the package's test tensors and cover.")] = None,
-    formats: Annotated[str, typer.Option(help="Weight formats, comma-separated: torchscript, pytorch_state_dict, "
-                                              "onnx (ONNX lets predict start without importing torch).")]
-    = "torchscript,pytorch_state_dict",
+    formats: Annotated[str | None, typer.Option(help="Weight formats, comma-separated: torchscript, "
+                                                     "pytorch_state_dict, onnx (ONNX lets predict start without "
+                                                     "importing torch; default as for export).")] = None,
 ) -> None:
     """Export a run into a zoo entry: its tested package, sha256 and metrics, ready for predict and pull."""
     from ..catalog.publish import publish as do_publish
 
-    done = do_publish(run, entry, zoo, sample, formats=tuple(f.strip() for f in formats.split(",") if f))
+    done = do_publish(run, entry, zoo, sample, formats=_formats(formats))
     verb = "created" if done.created else "updated"
     _console().print(f"[bold green]{verb}[/bold green] {done.entry}\n  package {done.package}\n  sha256  "
                      f"{done.sha256}\n  try: mmv-zoo predict {done.entry.parent} IMAGE --out OUT", highlight=False,

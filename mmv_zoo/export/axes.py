@@ -98,13 +98,14 @@ def input_axes(entry: Entry, sizes: list[AxisSize], notes: list[str]) -> list[An
     return axes
 
 
-def output_axes(entry: Entry, sizes: list[AxisSize]) -> list[Any]:
-    """Output axes: same space sizes, scale and unit as the input (referenced), with the halo."""
+def output_axes(entry: Entry, sizes: list[AxisSize], labels: bool = False) -> list[Any]:
+    """Output axes: same space sizes, scale and unit as the input (referenced), with the halo; a
+    `labels` output (instance labels clustered in the model) has one channel."""
     from bioimageio.spec.model import v0_5
 
     inp = entry.inputs[0]
-    axes: list[Any] = [v0_5.BatchAxis(),
-                       v0_5.ChannelAxis(channel_names=channel_names(entry.outputs[0].channel_names))]
+    names = ["labels"] if labels else channel_names(entry.outputs[0].channel_names)
+    axes: list[Any] = [v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=names)]
     for axis, size in zip(inp.space_axes, sizes, strict=True):
         unit, _ = bioimageio_unit(axis.unit)
         ref = v0_5.SizeReference(tensor_id=v0_5.TensorId(inp.id), axis_id=v0_5.AxisId(axis.id))

@@ -33,12 +33,18 @@ DEFAULT_FORMATS = ("torchscript", "pytorch_state_dict")
 KNOWN_FORMATS = ("torchscript", "pytorch_state_dict", "onnx")
 ONNX_OPSET = 17
 TRACE_TOLERANCE = 1e-4
+LABEL_AGREEMENT = 0.999
+"""Share of test-input pixels on which a labels package's compiled clustering must equal mmv_zoo's."""
+LABELS_OUTPUT = "instance labels (0: background), uint16; the embeddings clustered inside the model"
+LABELS_NOTE = ("The model clusters whole images into instance labels: predict each image in one piece (the "
+               "output halo is the context to pad around it); a consumer that tiles it clusters every tile on "
+               "its own, so labels restart in each tile.")
 MMV_IM2IM = {
     "text": "Sonneck J, Zhou Y, Chen J. MMV_Im2Im: an open source microscopy machine vision toolbox for "
             "image-to-image transformation. GigaScience (2024).",
     "doi": "10.1093/gigascience/giad120",
 }
-EXPORT_KEYS = ("export_notes", "run", "training_data", "exported_with")
+EXPORT_KEYS = ("export_notes", "run", "training_data", "exported_with", "package_output")
 """Keys the export adds to `config.mmv_zoo` next to the resolved settings (drop them to re-validate)."""
 
 FILES = {
@@ -71,20 +77,25 @@ def export_package(
     source: str | Path,
     out: Path,
     sample: Path | None = None,
-    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    formats: tuple[str, ...] | None = None,
     overwrite: bool = False,
     direction: str | None = None,
+    embeddings: bool = False,
 ) -> ExportResult:
     """Export the run folder or checkpoint `source` to the BioImage.IO package `out` (.zip).
 
     `sample` is the image cut into the test tensors and cover (default: the run's first validation
     image). `direction` (a2b or b2a) exports one direction of a CycleGAN run (one package each; the
-    package's input is that direction's). Raises ExportError (a RunError) and leaves nothing at `out`
-    when anything fails; an existing `out` is only replaced with `overwrite`.
+    package's input is that direction's). An instance (EmbedSeg) run's package outputs uint16 labels,
+    clustered inside its TorchScript weights (the only format that can hold the clustering loop);
+    `embeddings=True` exports the raw embeddings instead, in any format. `formats` defaults to
+    `DEFAULT_FORMATS` (torchscript alone for a labels package). Raises ExportError (a RunError) and
+    leaves nothing at `out` when anything fails; an existing `out` is only replaced with `overwrite`.
     """
     from ..io.write import check_writable
 
-    formats = _check_formats(formats)
+    requested = formats
+    formats = _check_formats(formats if formats is not None else DEFAULT_FORMATS)
     out = Path(out)
     if out.suffix.lower() != ".zip":
         raise ExportError(f"{out}: a BioImage.IO package is a .zip file")
@@ -94,18 +105,23 @@ def export_package(
     try:
         from ..predict.sources import resolve_source
         from ..remote.pretrained import entry_package
-        from ..run import RunFolder, load_im2im_checkpoint, load_model
+        from ..run import RunFolder, load_im2im_checkpoint, load_model, load_package_weights
 
         src = resolve_source(source)
+        shipped_info: dict[str, Any] | None = None
+        pre = src.entry.mmv.pretrained if src.kind == "entry" and src.entry is not None else None
+        if pre is not None and sample is None:
+            raise ExportError(f"{source}: a zoo entry's weights record no validation image; pass a sample "
+                              "image (--sample) for the test tensors")
         if im2im_entry(src):  # the paper's weights converted: the entry's network, an MMV_Im2Im checkpoint
-            if sample is None:
-                raise ExportError(f"{source}: its weights are an MMV_Im2Im checkpoint, which records no "
-                                  "validation image; pass a sample image (--sample) for the test tensors")
             model = load_im2im_checkpoint(src.entry, entry_package(src.entry).path)
+        elif pre is not None and pre.format == "bioimageio":  # re-exported, e.g. as labels or in other formats
+            model, shipped_info = load_package_weights(src.entry, entry_package(src.entry).path)
         elif src.kind not in ("run", "checkpoint"):
-            what = "a BioImage.IO package" if src.kind == "package" else "a zoo entry without MMV_Im2Im weights"
+            what = "a BioImage.IO package" if src.kind == "package" else "a zoo entry without weights"
             raise ExportError(f"{source}: is {what}; export takes a trained run folder or checkpoint (.ckpt), "
-                              "or a zoo entry whose weights are an MMV_Im2Im checkpoint")
+                              "or a zoo entry with weights (an MMV_Im2Im checkpoint or an mmv_zoo package with "
+                              "pytorch_state_dict weights)")
         else:
             model = load_model(source, direction=direction)
     except ExportError:
@@ -114,13 +130,19 @@ def export_package(
         raise ExportError(str(e)) from None
     entry = model.entry
     check_exportable(entry.mmv.data.normalization.source)  # before any work: no package for macenko
+    labels = entry.mmv.task == "instance" and not embeddings
+    if embeddings and entry.mmv.task != "instance":
+        raise ExportError(f"{source}: --embeddings is for instance (EmbedSeg) entries; this one's task is "
+                          f"{entry.mmv.task}")
+    if labels:
+        formats = label_formats(requested)
     run = RunFolder.of(source) if src.kind in ("run", "checkpoint") else None
-    info = run.read_info() if run is not None else None
+    info = run.read_info() if run is not None else shipped_info
     sizes = export_sizes(entry, model.inference_model())
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)
     raw = load_crop(sample_path, entry, sizes)
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_export_") as tmp:
-        builder = _Builder(Path(tmp), model, entry, info or {}, sizes, formats)
+        builder = _Builder(Path(tmp), model, entry, info or {}, sizes, formats, labels)
         descr = builder.build(raw, sample_path.name)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +159,18 @@ def im2im_entry(src: Any) -> bool:
     """A resolved source that is a zoo entry whose pretrained weights are an MMV_Im2Im checkpoint."""
     pre = src.entry.mmv.pretrained if src.kind == "entry" else None
     return pre is not None and pre.format == "mmv_im2im_checkpoint"
+
+
+def label_formats(requested: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The weight formats of a package whose output is instance labels: TorchScript only."""
+    if requested is None:
+        return ("torchscript",)
+    other = [f for f in _check_formats(requested) if f != "torchscript"]
+    if other:
+        raise ExportError(f"formats {list(requested)}: an instance package that outputs labels has torchscript "
+                          f"weights only ({', '.join(other)} cannot hold the clustering loop); pass --embeddings "
+                          "for a package of the raw embeddings in any format")
+    return ("torchscript",)
 
 
 def _check_formats(formats: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -187,11 +221,11 @@ class _Builder:
     """Writes the package files into `folder` and describes them; one export per instance."""
 
     def __init__(self, folder: Path, model: Any, entry: Any, info: dict[str, Any], sizes: list[AxisSize],
-                 formats: tuple[str, ...]) -> None:
+                 formats: tuple[str, ...], labels: bool = False) -> None:
         import torch
 
         self.folder, self.model, self.entry, self.info = folder, model, entry, info
-        self.sizes, self.formats = sizes, formats
+        self.sizes, self.formats, self.labels = sizes, formats, labels
         self.net = model.inference_model().eval().cpu()
         self.torch_version = torch.__version__.split("+")[0]
         self.space_ids = [s.id for s in sizes]
@@ -201,6 +235,8 @@ class _Builder:
         if self.mask_threshold is not None:
             self.notes.append(f"the output is a mask: the generated values are binarized at "
                               f"{self.mask_threshold:g} (BioImage.IO binarize), giving 0/1 as uint8")
+        if labels:
+            self.notes.append(LABELS_NOTE)
         for s in sizes:
             if s.halo < s.field:
                 self.notes.append(f"axis {s.id}: the halo {s.halo} is smaller than the receptive-field radius "
@@ -223,16 +259,16 @@ class _Builder:
             self._state_dict(x)
         if "onnx" in self.formats:
             self._onnx(x)
-        y = self._test_output()
+        y, shown = self._test_output()
         write_sample_tiff(self.path("sample_input"), x)
-        write_sample_tiff(self.path("sample_output"), y)
-        write_cover(self.path("cover"), raw, y[0], self.entry.mmv.task == "segmentation",
-                    mask=self.mask_threshold is not None)
+        write_sample_tiff(self.path("sample_output"), shown)
+        write_cover(self.path("cover"), raw, shown[0], self.entry.mmv.task == "segmentation",
+                    mask=self.mask_threshold is not None, labels=self.labels)
         self.facts = ReadmeFacts(
             formats=list(self.formats), pytorch_version=self.torch_version, sample_name=sample_name,
             test_shape=tuple(x.shape), preprocessing=[_describe_step(p) for p in self.pre], notes=self.notes,
             requirements=self.arch.requirements if self.arch else [], arch_how=self.arch.how if self.arch else "",
-            run=self.info,
+            run=self.info, labels=self.labels,
             bioimageio_core=core_version, opset=ONNX_OPSET, arch_file=FILES["architecture"])
         self.path("readme").write_text(render_readme(self.entry, self.sizes, self.facts))
         descr = self.describe(self.formats, with_samples=True)
@@ -247,6 +283,8 @@ class _Builder:
         import torch
 
         example = torch.from_numpy(_roughly_normalized(x))
+        if self.labels:
+            return self._label_torchscript(example)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -262,6 +300,31 @@ class _Builder:
                 f"{tuple(other.shape)} (the network's forward depends on the input size in a way tracing cannot keep)"
             )
         traced.save(str(self.path("torchscript")))
+
+    def _label_torchscript(self, example: Any) -> None:
+        """The network traced and the clustering compiled around it (`LabelModel`); checked against the
+        network's embeddings clustered as `mmv-zoo predict` clusters them."""
+        import torch
+
+        from ..frameworks.embedseg.cluster import label_module, settings_labels
+        from ..frameworks.embedseg.embedding import entry_spacing
+
+        settings, spacing = self.entry.mmv.embedseg, entry_spacing(self.entry)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                module = label_module(self.net, settings, spacing, [s.halo for s in self.sizes], example)
+            except Exception as e:
+                raise ExportError(f"torchscript: compiling the network with the clustering failed "
+                                  f"({type(e).__name__}: {str(e)[:300]})") from None
+            inner = tuple(slice(s.halo, n - s.halo) for s, n in zip(self.sizes, example.shape[2:], strict=True))
+            got = module(example).numpy()[0, 0][inner]
+            want = settings_labels(self.net(example).numpy()[0][(slice(None), *inner)], settings, spacing)[0]
+        agree = float((got == want).mean())
+        if agree < LABEL_AGREEMENT:
+            raise ExportError(f"torchscript: the compiled labels agree with the clustered embeddings on only "
+                              f"{agree:.2%} of the pixels of the test input")
+        module.save(str(self.path("torchscript")))
 
     def _state_dict(self, x: np.ndarray) -> None:
         """State dict + standalone architecture; check it loads strictly and reproduces the network."""
@@ -313,15 +376,17 @@ class _Builder:
 
     # ------------------------------------------------------------ test tensors and tests
 
-    def _test_output(self) -> np.ndarray:
-        """The exported torchscript module applied to the BioImage.IO-preprocessed test input."""
+    def _test_output(self) -> tuple[np.ndarray, np.ndarray]:
+        """The exported torchscript module applied to the BioImage.IO-preprocessed test input, and the
+        output to show (the same, but for a labels package: predicted with the halo padded around)."""
         import torch
         from bioimageio.core import create_prediction_pipeline
         from bioimageio.core.digest_spec import get_test_input_sample
 
         x = np.load(self.path("test_input"))
-        draft_dtype = np.uint8 if self.mask_threshold is not None else np.float32
-        np.save(self.path("test_output"), np.ones((1, self.entry.out_channels, *x.shape[2:]), draft_dtype))
+        draft_dtype = np.uint8 if self.mask_threshold is not None else np.uint16 if self.labels else np.float32
+        channels = 1 if self.labels else self.entry.out_channels
+        np.save(self.path("test_output"), np.ones((1, channels, *x.shape[2:]), draft_dtype))
         draft = self.describe(("torchscript",), with_samples=False)
         sample = get_test_input_sample(draft)
         create_prediction_pipeline(bioimageio_model=draft, weight_format="torchscript").apply_preprocessing(sample)
@@ -332,8 +397,19 @@ class _Builder:
             y = module(torch.from_numpy(pre)).numpy().astype(np.float32)
         if self.mask_threshold is not None:  # what binarize + ensure_dtype make of it
             y = (y > self.mask_threshold).astype(np.uint8)
+        shown = y
+        if self.labels:  # int32 labels, at most UINT16_LABELS (the module refuses more): ensure_dtype uint16
+            y = y.astype(np.uint16)
+            # test tensors are the bare model's output (whose halo border is 0); the sample and cover show
+            # what a consumer gets: the input padded by the halo, the output cropped
+            halo = [s.halo for s in self.sizes]
+            padded = np.pad(pre, [(0, 0), (0, 0), *((h, h) for h in halo)], mode="symmetric")
+            with torch.no_grad():
+                full = module(torch.from_numpy(np.ascontiguousarray(padded))).numpy()
+            shown = full[(Ellipsis, *(slice(h, h + n) for h, n in zip(halo, pre.shape[2:], strict=True)))]
+            shown = shown.astype(np.uint16)
         np.save(self.path("test_output"), y)
-        return y
+        return y, shown
 
     def _test(self, descr: Any) -> dict[str, str]:
         """bioimageio.core's test_model per weight format; ExportError with the first failures."""
@@ -370,14 +446,20 @@ class _Builder:
             seg = entry.mmv.task == "segmentation"
             mask = self.mask_threshold is not None
             data = (v0_5.NominalOrOrdinalDataDescr(values=[0, 1], type="uint8") if mask else
+                    v0_5.IntervalOrRatioDataDescr(type="uint16") if self.labels else
                     v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0) if seg else (None, None)))
+            post = (mask_postprocessing(self.mask_threshold) if mask else
+                    [v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="uint16"))] if self.labels else [])
             outputs = [v0_5.OutputTensorDescr(
-                id=v0_5.TensorId(outp.id), description=outp.description, axes=output_axes(entry, self.sizes),
+                id=v0_5.TensorId("labels" if self.labels else outp.id),
+                description=LABELS_OUTPUT if self.labels else outp.description,
+                axes=output_axes(entry, self.sizes, labels=self.labels),
                 test_tensor=v0_5.FileDescr(source=self.path("test_output")),
                 sample_tensor=v0_5.FileDescr(source=self.path("sample_output")) if extra else None,
-                data=data, postprocessing=mask_postprocessing(self.mask_threshold) if mask else [])]
+                data=data, postprocessing=post)]
+            description = entry.description.strip() + (f" {LABELS_NOTE}" if self.labels else "")
             return v0_5.ModelDescr(
-                name=entry.name, description=entry.description.strip(), authors=self._authors(),
+                name=entry.name, description=description, authors=self._authors(),
                 cite=self.cite, license=entry.license,
                 tags=list(dict.fromkeys([*entry.tags, "mmv_zoo"])),
                 documentation=(v0_5.FileDescr(source=self.path("readme")) if self.path("readme").exists() else None),
@@ -445,6 +527,8 @@ class _Builder:
         except PackageNotFoundError:
             exported_with = "mmv_zoo"
         own.update(export_notes=list(self.notes), run=run, exported_with=exported_with)
+        if mmv.task == "instance":
+            own["package_output"] = "labels" if self.labels else "embeddings"
         if self.entry.training_data and self._linked_dataset() is None:
             own["training_data"] = self.entry.training_data
         training = {"training_epochs": self.info.get("epochs", t.max_epochs), "training_batch_size": t.batch_size,

@@ -32,6 +32,8 @@ class ReadmeFacts:
     bioimageio_core: str = ""
     opset: int = 17
     arch_file: str = "architecture.py"
+    labels: bool = False
+    """The output is instance labels clustered inside the TorchScript weights (not the embeddings)."""
     arch_how: str = ""
     """How the architecture file was made (e.g. generated from a torch.fx trace; needs only PyTorch)."""
 
@@ -44,14 +46,20 @@ def render_readme(entry: Entry, sizes: list[AxisSize], facts: ReadmeFacts) -> st
               f"- Task: {mmv.task} ({mmv.framework} framework of mmv_zoo), network `{mmv.network.kind}` "
               f"({entry.spatial_dims}D).",
               f"- Input `{inp.id}`: channels {inp.channel_names}; axes b, c, {', '.join(s.id for s in sizes)}.",
-              f"- Output `{outp.id}`: channels {outp.channel_names}"
-              + (" (class probabilities, softmax inside the model)." if mmv.task == "segmentation" else "."),
+              (f"- Output `labels`: uint16 instance labels (0: background). The network's embeddings "
+               f"({', '.join(outp.channel_names)}) are clustered inside the TorchScript weights with the settings "
+               "in `config.mmv_zoo.embedseg`." if facts.labels else
+               f"- Output `{outp.id}`: channels {outp.channel_names}"
+               + (" (class probabilities, softmax inside the model)." if mmv.task == "segmentation" else ".")),
               "- Valid input sizes per space axis: "
               + ", ".join(f"{s.id}: {s.min} + k*{s.step}" if s.step else f"{s.id}: {s.min}" for s in sizes) + ".",
-              "- Output halo for tiled prediction: "
-              + ", ".join(f"{s.id}: {s.halo}" for s in sizes) + " pixels per side (measured receptive-field "
-              "radius: " + ", ".join(f"{s.id}: {s.field}" for s in sizes) + "; tiles cropped by a halo that "
-              "covers it reproduce a whole-image prediction).",
+              ("- Predict whole images, padded by the output halo ("
+               + ", ".join(f"{s.id}: {s.halo}" for s in sizes) + " pixels per side): labels cannot be stitched "
+               "from tiles (each tile is clustered on its own, so its labels restart at 1)." if facts.labels else
+               "- Output halo for tiled prediction: "
+               + ", ".join(f"{s.id}: {s.halo}" for s in sizes) + " pixels per side (measured receptive-field "
+               "radius: " + ", ".join(f"{s.id}: {s.field}" for s in sizes) + "; tiles cropped by a halo that "
+               "covers it reproduce a whole-image prediction)."),
               ""]
     lines += ["## Preprocessing", "", *[f"1. {p}" for p in facts.preprocessing], ""]
     if facts.notes:

@@ -77,20 +77,22 @@ def other_valid_shape(shape: tuple[int, ...], sizes: list[AxisSize]) -> tuple[in
     return tuple(out)
 
 
-def _plane(x: np.ndarray, stretch: bool = True) -> np.ndarray:
-    """(Y, X) display plane of a (C, [Z], Y, X) array: first channel, middle slice; stretched to 0..1."""
+def _plane(x: np.ndarray, stretch: bool = True, clip: bool = True) -> np.ndarray:
+    """(Y, X) display plane of a (C, [Z], Y, X) array: first channel, middle slice; stretched to 0..1
+    (or clipped to it, or, with neither, as it is)."""
     a = x[0]
     if a.ndim == 3:
         a = a[a.shape[0] // 2]
     if not stretch:
-        return np.clip(a, 0, 1)
+        return np.clip(a, 0, 1) if clip else a
     lo, hi = np.percentile(a, (1, 99.8))
     return np.clip((a - lo) / (hi - lo + 1e-6), 0, 1)
 
 
-def write_cover(path: Path, raw: np.ndarray, output: np.ndarray, segmentation: bool, mask: bool = False) -> Path:
+def write_cover(path: Path, raw: np.ndarray, output: np.ndarray, segmentation: bool, mask: bool = False,
+                labels: bool = False) -> Path:
     """A 2:1 PNG: the input (left) next to the output (right; foreground probability for segmentation,
-    the 0/1 mask for `mask` outputs)."""
+    the 0/1 mask for `mask` outputs, each instance in its own colour for `labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,20 +101,32 @@ def write_cover(path: Path, raw: np.ndarray, output: np.ndarray, segmentation: b
     shown = (1.0 - output[:1]) if segmentation else output.astype(np.float32) if mask else output
     segmentation = segmentation or mask
     fig = plt.figure(figsize=(8, 4), dpi=100)
-    for i, (img, title) in enumerate(((raw, "input"), (shown, "foreground" if segmentation else "output"))):
+    title = "instances" if labels else "foreground" if segmentation else "output"
+    for i, (img, name) in enumerate(((raw, "input"), (shown, title))):
         ax = fig.add_axes((i * 0.5, 0.0, 0.5, 0.92))
-        grayscale = i == 0 or not segmentation  # probabilities are shown on a fixed 0..1 colour scale
-        ax.imshow(_plane(img, stretch=grayscale), cmap="gray" if grayscale else "magma", interpolation="nearest")
-        ax.set_title(title, fontsize=10)
+        if i == 1 and labels:
+            ax.imshow(_label_colours(_plane(img.astype(np.int64), stretch=False, clip=False)), interpolation="nearest")
+        else:
+            grayscale = i == 0 or not segmentation  # probabilities are shown on a fixed 0..1 colour scale
+            ax.imshow(_plane(img, stretch=grayscale), cmap="gray" if grayscale else "magma", interpolation="nearest")
+        ax.set_title(name, fontsize=10)
         ax.axis("off")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
+def _label_colours(labels: np.ndarray) -> np.ndarray:
+    """(Y, X, 3) float RGB: background black, each label a colour of its own (a seeded random hue)."""
+    palette = np.random.default_rng(0).uniform(0.25, 1.0, (int(labels.max(initial=0)) + 1, 3))
+    palette[0] = 0.0
+    return palette[labels]
+
+
 def write_sample_tiff(path: Path, tensor: np.ndarray) -> Path:
     """A sample tensor (B, C, [Z], Y, X) as TIFF for human viewers (BioImage.IO's sample_tensor)."""
     import tifffile
 
-    tifffile.imwrite(path, np.ascontiguousarray(tensor, dtype=np.float32))
+    integer = np.issubdtype(tensor.dtype, np.integer)  # labels and masks keep their type
+    tifffile.imwrite(path, np.ascontiguousarray(tensor, dtype=tensor.dtype if integer else np.float32))
     return path

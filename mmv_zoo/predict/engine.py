@@ -228,14 +228,21 @@ class EntryPredictor(Predictor):
                                       halo=options.halo if options else None)
         self.spatial_dims, self.in_channels = self.inner.spatial_dims, self.inner.in_channels
         self.options = options or Options(probabilities=probabilities)
+        self.labels_inside = getattr(self.inner, "labels_inside", False)
+        if self.labels_inside:  # the package clusters inside its model: its labels are the result
+            from .package_predictor import check_label_options
+
+            check_label_options(entry.slug, self.options.probabilities, self.options.threshold, self.options.halo)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        y, _ = self.inner(x)
+        y, names = self.inner(x)
+        if self.labels_inside:
+            return y, names
         return postprocess(y, self.entry, options=self.options)
 
     def output_names(self) -> list[str]:
         opts = self.options
-        if self.entry.mmv.task == "instance" and not opts.probabilities:
+        if self.entry.mmv.task == "instance" and (self.labels_inside or not opts.probabilities):
             return ["labels"]
         return task_postprocess(self.entry.mmv.task, list(self.entry.outputs[0].channel_names), opts)[1]
 

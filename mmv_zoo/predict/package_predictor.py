@@ -23,7 +23,7 @@ from ..settings.embedseg import EmbedSegSettings
 from ..settings.networks import SizeRule
 from ..settings.predict import halo_per_axis
 from .predictor import Predictor
-from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
+from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled, whole_image_padding
 
 PACKAGE_FILES = ("rdf.yaml", "bioimageio.yaml")
 SAFE_FORMATS = ("torchscript", "onnx")
@@ -227,11 +227,42 @@ def package_task(config: Any) -> str | None:
     return task if task in ("segmentation", "regression", "instance") else None
 
 
+def labels_inside(config: Any) -> bool:
+    """An mmv_zoo instance package whose model outputs the labels (the clustering compiled into its
+    TorchScript): its images are predicted whole, and nothing is clustered after it."""
+    mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+    return isinstance(mmv, dict) and mmv.get("task") == "instance" and mmv.get("package_output") == "labels"
+
+
+def check_label_options(source: Any, probabilities: bool, threshold: float | None, halo: Any) -> None:
+    """RunError for the options a labels package cannot honour, naming the option."""
+    what = f"{source}: this package outputs instance labels clustered inside its model"
+    if probabilities:
+        raise RunError(f"{what}; --probabilities (the embeddings) needs the run or a package exported with "
+                       "--embeddings")
+    if threshold is not None:
+        raise RunError(f"{what} at the seed threshold in its config.mmv_zoo.embedseg; --threshold needs the run "
+                       "or a package exported with --embeddings")
+    if halo is not None:
+        raise RunError(f"{what}; it predicts whole images (labels cannot be stitched from tiles), so --halo "
+                       "does not apply")
+
+
+def labels_array(y: np.ndarray) -> np.ndarray:
+    """A labels package's output (1, *S) as uint16 (uint32 beyond, which its model refuses anyway)."""
+    from ..frameworks.embedseg.cluster import label_dtype
+
+    return np.asarray(y).astype(label_dtype(int(np.max(y, initial=0))))
+
+
 def instance_config(config: Any, source: str | Path) -> Any:
     """The `embedseg` settings in a package's `config` (a mapping with `mmv_zoo`) when its task is
-    `instance`; None otherwise; RunError naming the field when they are invalid."""
+    `instance` and its output the embeddings; None otherwise; RunError naming the field when they are
+    invalid."""
     mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
     if not isinstance(mmv, dict) or mmv.get("task") != "instance" or not isinstance(mmv.get("embedseg"), dict):
+        return None
+    if labels_inside(config):
         return None
     from pydantic import ValidationError
 
@@ -273,7 +304,8 @@ class PackagePredictor(Predictor):
             warnings.simplefilter("ignore")
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
         self.plan_rules, self.halo = self._tiling()
-        if halo is not None:
+        self.labels_inside = labels_inside(descr.config)  # whole images: one tile with the halo around
+        if halo is not None and not self.labels_inside:
             if self.plan_rules is None:
                 raise DataError(f"{source}: --halo: this package's output is not its input's size, so "
                                 "bioimageio.core tiles it with its own halo")
@@ -286,6 +318,8 @@ class PackagePredictor(Predictor):
         """(C, [Z], Y, X) in the package's raw input units -> (K, [Z], Y, X) after its postprocessing;
         for an mmv_zoo instance package, (1, [Z], Y, X) labels clustered from those embeddings."""
         y, names = self.outputs(x)
+        if self.labels_inside:
+            return labels_array(y), ["labels"]
         if self.instances is None:
             return y, names
 
@@ -305,6 +339,8 @@ class PackagePredictor(Predictor):
         """
         if self.plan_rules is None:
             return self._predict_with_core_blocking(x)
+        if self.labels_inside:
+            return self._whole(x), self.channel_names
         from bioimageio.core import Sample
 
         sample = self._sample(x)
@@ -320,6 +356,20 @@ class PackagePredictor(Predictor):
             warnings.simplefilter("ignore")
             self.pipeline.apply_postprocessing(out)
         return np.asarray(self._ours(out.members[self.output.id], self.output.axes), np.float32), self.channel_names
+
+    def _whole(self, x: np.ndarray) -> np.ndarray:
+        """A labels package on one whole image through bioimageio.core, which pads it by the halo
+        (symmetric; not with border `image`) and crops the labels; padded first to a valid size."""
+        halo = [0] * len(self.halo) if self.border == "image" else self.halo
+        extra = whole_image_padding(x.shape[1:], self.plan_rules, halo)
+        padded = np.pad(x, [(0, 0), *((0, e) for e in extra)], mode="symmetric")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self.pipeline.predict_sample_without_blocking(
+                self._sample(padded), skip_input_padding=self.border == "image",
+                skip_output_cropping=self.border == "image")
+        y = self._ours(out.members[self.output.id], self.output.axes)
+        return np.asarray(y[(slice(None), *(slice(0, n) for n in x.shape[1:]))], np.float32)
 
     # ---- tiling with mmv_zoo's tiler
 
@@ -437,4 +487,4 @@ class PackagePredictor(Predictor):
         return pad_to(x, need), ns
 
     def output_names(self) -> list[str]:
-        return self.channel_names if self.instances is None else ["labels"]
+        return ["labels"] if self.instances is not None or self.labels_inside else self.channel_names

@@ -16,7 +16,7 @@ from ..remote.pretrained import PretrainedPackage, entry_package, is_doi, pull_s
 from ..run import RunFolder, load_im2im_checkpoint
 from ..settings.predict import Options
 from .engine import EntryPredictor, RunPredictor
-from .package_predictor import is_package
+from .package_predictor import check_label_options, is_package
 from .predictor import Predictor
 from .verified_package import open_package
 
@@ -72,8 +72,12 @@ def open_predictor(source: str | Path | Source, probabilities: bool = False, ove
         raise RunError(f"{src.ref}: --direction {options.direction} is for CycleGAN runs; a package or zoo entry "
                        "predicts in the one direction it was exported for")
     if src.kind == "package":
-        return open_package(src.path, trust_code=trust_code, weight_format=weight_format, border=options.border,
-                            raw=options.probabilities, seed_threshold=options.threshold, halo=options.halo)
+        predictor = open_package(src.path, trust_code=trust_code, weight_format=weight_format,
+                                 border=options.border, raw=options.probabilities, seed_threshold=options.threshold,
+                                 halo=options.halo)
+        if getattr(predictor, "labels_inside", False):
+            check_label_options(src.ref, options.probabilities, options.threshold, options.halo)
+        return predictor
     if src.kind in ("run", "checkpoint"):
         return RunPredictor(src.path, options=options)  # says what a run folder lacks
     entry = src.entry

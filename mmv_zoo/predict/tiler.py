@@ -143,6 +143,20 @@ def plan_tiles(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[i
     return TilePlan(shape, tile, halo, ov, tuple(max(1, r.step) for r in rules), border, tuple(rules))
 
 
+def whole_image_padding(shape: Sequence[int], rules: Sequence[SizeRule], halo: Sequence[int]) -> list[int]:
+    """Pixels to add after the image per space axis so that the image with `halo` of context on each
+    side is a valid size: for models that see an image in one piece (an instance package that clusters
+    inside its model), padded as bioimageio.core pads (to this size first, then by the halo)."""
+    extra = []
+    for n, h, r in zip(shape, halo, rules, strict=True):
+        total = r.fit(n + 2 * h)
+        if total < n + 2 * h:
+            raise ValueError(f"an image of {n} pixels with a halo of {h} is larger than the model's fixed input "
+                             f"size {total}")
+        extra.append(total - n - 2 * h)
+    return extra
+
+
 def _axis_options(n: int, rule: SizeRule, halo: int, overlap: float, border: str) -> list[tuple[int, float, int]]:
     """(tile size, voxels processed along the axis, longest input span), for the valid sizes that lower
     the work as they grow."""

@@ -33,9 +33,17 @@ import numpy as np
 from ..cache import read_record, write_record
 from ..settings.networks import SizeRule
 from ..settings.predict import halo_per_axis
-from .package_predictor import PACKAGE_FILES, PackagePredictor, instance_config, package_digest, package_task
+from .package_predictor import (
+    PACKAGE_FILES,
+    PackagePredictor,
+    instance_config,
+    labels_array,
+    labels_inside,
+    package_digest,
+    package_task,
+)
 from .predictor import Predictor
-from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
+from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled, whole_image_padding
 
 Op = Callable[[np.ndarray], np.ndarray]
 EPS = 1e-6
@@ -72,6 +80,7 @@ class VerifiedPackage(Predictor):
         self.border = border or "mirror"  # as bioimageio.core, which pads the image by the halo
         self.instances, self.seed_threshold = instances, seed_threshold
         self.task = package_task(rdf.get("config") or {})
+        self.labels_inside = labels_inside(rdf.get("config") or {})  # whole images: one tile, halo around
         self._run = _onnx_runner(weights) if weight_format == "onnx" else _torchscript_runner(weights)
 
     @classmethod
@@ -117,6 +126,8 @@ class VerifiedPackage(Predictor):
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         y, names = self.outputs(x)
+        if self.labels_inside:
+            return labels_array(y), ["labels"]
         if self.instances is None:
             return y, names
         from ..frameworks.embedseg.cluster import settings_labels
@@ -127,19 +138,35 @@ class VerifiedPackage(Predictor):
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(C, [Z], Y, X) raw input -> (K, [Z], Y, X) after the package's postprocessing: preprocessing
         on the whole image, the network on tiles cropped by the halo, postprocessing on the result."""
+        if self.labels_inside:
+            return self._whole(x), self.channel_names
         pre = x.astype(np.float32, copy=False)
         for op in self.pre:
             pre = op(pre)
         pre = np.ascontiguousarray(pre, dtype=np.float32)
-        plan = plan_tiles(pre.shape[1:], self.rules, self.halo, DEFAULT_BUDGET[self.spatial_dims],
-                          border=self.border)
+        plan = plan_tiles(pre.shape[1:], self.rules, self.halo, DEFAULT_BUDGET[self.spatial_dims], border=self.border)
         y = predict_tiled(self._run, pre, plan, batch_size=1)
         for op in self.post:
             y = op(y)
         return np.asarray(y, np.float32), self.channel_names
 
     def output_names(self) -> list[str]:
-        return self.channel_names if self.instances is None else ["labels"]
+        return ["labels"] if self.instances is not None or self.labels_inside else self.channel_names
+
+    def _whole(self, x: np.ndarray) -> np.ndarray:
+        """A labels package on one whole image, padded as bioimageio.core pads it (to a valid size, then
+        by the halo, symmetric; no halo with border `image`), the halo cropped from the labels."""
+        halo = [0] * len(self.halo) if self.border == "image" else self.halo
+        extra = whole_image_padding(x.shape[1:], self.rules, halo)
+        padded = np.pad(x.astype(np.float32, copy=False), [(0, 0), *((0, e) for e in extra)], mode="symmetric")
+        padded = np.pad(padded, [(0, 0), *((h, h) for h in halo)], mode="symmetric")
+        for op in self.pre:
+            padded = op(padded)
+        y = self._run(np.ascontiguousarray(padded, dtype=np.float32)[None])[0]
+        for op in self.post:
+            y = op(y)
+        return np.asarray(y[(slice(None), *(slice(h, h + n) for h, n in zip(halo, x.shape[1:], strict=True)))],
+                          np.float32)
 
     def _self_test(self, files: PackageFiles, inp: dict[str, Any], out: dict[str, Any]) -> str:
         """`passed` when this module reproduces the package's test output from its test input (one

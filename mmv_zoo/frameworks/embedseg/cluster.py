@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .embedding import SIGMA_SCALE, coordinate_grid, entry_spacing
 
 OVERLAP = 0.5
 """A proposal becomes an instance only if more than this share of its pixels is unclustered."""
+UINT16_LABELS = 2**16 - 1
+"""The most instances a uint16 label image holds (a label package refuses more)."""
 
 
 def label_dtype(count: int) -> np.dtype:
@@ -29,11 +32,15 @@ def label_dtype(count: int) -> np.dtype:
     return np.dtype(np.uint16 if count < 2**16 else np.uint32)
 
 
-def cluster(output: torch.Tensor, spacing: Sequence[float], n_sigma: int, seed_threshold: float = 0.9,
-            foreground_threshold: float = 0.5, min_size: int = 32, max_seeds: int | None = None) -> torch.Tensor:
+def cluster(output: torch.Tensor, spacing: list[float], n_sigma: int, seed_threshold: float = 0.9,
+            foreground_threshold: float = 0.5, min_size: int = 32, max_seeds: int | None = None,
+            max_labels: int | None = None, sigma_scale: float = SIGMA_SCALE, overlap: float = OVERLAP) -> torch.Tensor:
     """Instance ids (*S) int64 (0: background) from activated embeddings `output` (D + n_sigma + 1, *S)
-    on any device. `max_seeds` bounds the seeds tried (None: no bound)."""
-    shape = tuple(output.shape[1:])
+    on any device. `max_seeds` bounds the seeds tried (None: no bound); more than `max_labels`
+    instances raise a RuntimeError (None: no bound). The constants are arguments with their
+    module values as defaults, since TorchScript reads no module globals. TorchScript-compilable: the label packages run
+    this very function inside their model (`LabelModel`)."""
+    shape = output.shape[1:]
     d = len(shape)
     labels = torch.zeros(shape, dtype=torch.long, device=output.device)
     seed_map = output[d + n_sigma]
@@ -43,7 +50,7 @@ def cluster(output: torch.Tensor, spacing: Sequence[float], n_sigma: int, seed_t
         return labels
     grid = coordinate_grid(shape, spacing, output.device, output.dtype)
     emb = (output[:d] + grid)[:, fg]
-    bandwidth = torch.exp(SIGMA_SCALE * output[d:d + n_sigma][:, fg])
+    bandwidth = torch.exp(sigma_scale * output[d:d + n_sigma][:, fg])
     seeds = seed_map[fg]
     unclustered = torch.ones(n, dtype=torch.bool, device=output.device)
     ids = torch.zeros(n, dtype=torch.long, device=output.device)
@@ -58,12 +65,63 @@ def cluster(output: torch.Tensor, spacing: Sequence[float], n_sigma: int, seed_t
         score = torch.exp(-(((emb - emb[:, i:i + 1]) ** 2) * bandwidth[:, i:i + 1]).sum(0))
         proposal = score > 0.5
         size = int(proposal.sum())
-        if size > min_size and int((unclustered & proposal).sum()) / size > OVERLAP:
+        if size > min_size and int((unclustered & proposal).sum()) / size > overlap:
+            if max_labels is not None and count > max_labels:
+                raise RuntimeError(f"more than {max_labels} instances, more than these labels can hold; "
+                                   "mmv-zoo predict writes uint32 labels for such images")
             ids[proposal] = count
             count += 1
         unclustered &= ~proposal
     labels[fg] = ids
     return labels
+
+
+class LabelModel(nn.Module):
+    """An embedding network and the clustering in one module, for TorchScript: (B, C, *S) input ->
+    (B, 1, *S) int32 instance labels (0: background), each image clustered whole with fixed settings.
+    What an instance package's weights run, so that any consumer gets labels, not embeddings.
+
+    `halo` (pixels per space axis) is the context a consumer pads around the image and crops from the
+    output (the package's output halo): only the embeddings inside it are clustered, as `mmv-zoo
+    predict` clusters only the image's, so objects of the padding never leave fragments in the image;
+    the halo itself is labelled 0. More than `max_labels` instances in an image raise a RuntimeError
+    saying so (the package's labels are uint16; `mmv-zoo predict` on the run or on an embeddings
+    package writes uint32 then)."""
+
+    def __init__(self, net: nn.Module, spacing: Sequence[float], n_sigma: int, seed_threshold: float,
+                 foreground_threshold: float, min_size: int, halo: Sequence[int] | None = None,
+                 max_labels: int = UINT16_LABELS) -> None:
+        super().__init__()
+        self.net = net
+        self.spacing = [float(s) for s in spacing]
+        self.halo = [int(h) for h in halo] if halo is not None else [0] * len(self.spacing)
+        self.n_sigma, self.min_size, self.max_labels = int(n_sigma), int(min_size), int(max_labels)
+        self.seed_threshold, self.foreground_threshold = float(seed_threshold), float(foreground_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        out = torch.zeros([y.shape[0], 1] + y.shape[2:], dtype=torch.int32, device=y.device)
+        inner, core = y, out
+        for a in range(len(self.halo)):
+            h = self.halo[a]
+            if h > 0 and y.shape[2 + a] > 2 * h:
+                inner = inner.narrow(2 + a, h, y.shape[2 + a] - 2 * h)
+                core = core.narrow(2 + a, h, y.shape[2 + a] - 2 * h)
+        for b in range(y.shape[0]):
+            labels = cluster(inner[b], self.spacing, self.n_sigma, self.seed_threshold, self.foreground_threshold,
+                             self.min_size, None, self.max_labels)
+            core[b, 0].copy_(labels.to(torch.int32))
+        return out
+
+
+def label_module(net: nn.Module, settings: Any, spacing: Sequence[float], halo: Sequence[int], example: torch.Tensor,
+                 max_labels: int = UINT16_LABELS) -> torch.jit.ScriptModule:
+    """`LabelModel` as one TorchScript module: `net` traced on `example`, the clustering (with the
+    entry's `embedseg` settings) compiled around it."""
+    traced = torch.jit.trace(net.eval(), example, check_trace=False)
+    model = LabelModel(traced, spacing, settings.sigmas(len(spacing)), settings.seed_threshold,
+                       settings.foreground_threshold, settings.min_size, halo, max_labels)
+    return torch.jit.script(model.eval())
 
 
 def entry_labels(output: Any, entry: Any, seed_threshold: float | None = None, device: Any = "cpu") -> np.ndarray:

@@ -32,11 +32,12 @@ def axes_spacing(scales: Sequence[float]) -> list[float]:
     return [float(s) / float(scales[-1]) / UNIT for s in scales]
 
 
-def coordinate_grid(shape: Sequence[int], spacing: Sequence[float], device: Any = None,
+def coordinate_grid(shape: list[int], spacing: list[float], device: torch.device | None = None,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(D, *shape) coordinates: along axis a, index * spacing[a]."""
-    axes = [torch.arange(n, device=device, dtype=dtype) * s for n, s in zip(shape, spacing, strict=True)]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    """(D, *shape) coordinates: along axis a, index * spacing[a]. TorchScript-compilable (the label
+    packages run it inside their model)."""
+    axes = [torch.arange(shape[a], device=device, dtype=dtype) * spacing[a] for a in range(len(shape))]
+    return torch.stack(torch.meshgrid(axes, indexing="ij"))
 
 
 class EmbeddingModel(nn.Module):
