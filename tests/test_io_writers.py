@@ -172,3 +172,70 @@ def test_zarr_memory_stays_below_the_array_size(tmp_path):
     src = open_image(tmp_path / "big.ome.zarr")
     block = src.read_block(0, z=(40, 41), y=(256, 512), x=(0, 256))
     np.testing.assert_array_equal(block[0, 0], tile[0, 8] + 32)
+
+
+def test_a_2048_output_has_two_levels_that_bioio_and_our_reader_read(tmp_path):
+    """Written in unaligned tiles; level 1 is the 2x2 mean, and the pixel sizes are the input's."""
+    from bioio import BioImage
+
+    from mmv_zoo.io.read import read_image
+
+    rng = np.random.default_rng(1)
+    known = rng.random((1, 1, 1, 2048, 2048), dtype=np.float32)
+    path = tmp_path / "big.ome.zarr"
+    with open_writer(path, known.shape, np.float32, pixel_sizes={"y": 0.5, "x": 0.25}) as out:
+        region = out.region(0)
+        for y in range(0, 2048, 700):
+            for x in range(0, 2048, 900):
+                region[:, :, y:y + 700, x:x + 900] = known[0, :, :, y:y + 700, x:x + 900]
+    img = BioImage(path)
+    assert img.scenes == (img.scenes[0],) and img.resolution_levels == (0, 1)
+    assert (img.physical_pixel_sizes.Y, img.physical_pixel_sizes.X) == (0.5, 0.25)
+    np.testing.assert_array_equal(img.get_image_data("TCZYX"), known)
+    img.set_resolution_level(1)
+    assert (img.dims.Y, img.dims.X) == (1024, 1024)
+    mean = known[0, 0, 0].reshape(1024, 2, 1024, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(img.get_image_data("YX"), mean, rtol=1e-6)
+    ours = read_image(path, 2)  # our own output read back as an input: level 0, its pixel sizes
+    assert ours.data.shape == (1, 2048, 2048) and ours.pixel_sizes == {"z": 1.0, "y": 0.5, "x": 0.25}
+    np.testing.assert_array_equal(ours.data, known[0, :, 0])
+    channel = json.loads((path / ".zattrs").read_text())["omero"]["channels"][0]
+    assert channel["window"]["start"] == pytest.approx(known.min()) and channel["window"]["end"] == pytest.approx(
+        known.max())  # displayed over the data's range, not 0-255
+
+
+def test_pyramid_levels_halve_y_and_x_by_blocks():
+    from mmv_zoo.io.pyramid import downsample, level_shapes
+
+    assert level_shapes((1, 1, 1, 1024, 1024)) == [(1, 1, 1, 1024, 1024)]
+    assert level_shapes((2, 3, 5, 5000, 300)) == [(2, 3, 5, 5000, 300), (2, 3, 5, 2500, 150),
+                                                  (2, 3, 5, 1250, 75), (2, 3, 5, 625, 38)]
+    odd = np.arange(15, dtype=np.uint8).reshape(1, 3, 5)
+    np.testing.assert_array_equal(downsample(odd, labels=True), [[[0, 2, 4], [10, 12, 14]]])
+    # the odd last row and column are replicated: their means are their own values
+    np.testing.assert_array_equal(downsample(odd, labels=False), [[[3, 5, 7], [11, 13, 14]]])
+
+
+def test_a_label_output_is_an_ngff_label_image_read_by_ome_zarr_py(tmp_path):
+    from bioio import BioImage
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Labels, Multiscales, Reader
+
+    labels = np.zeros((1, 1, 1, 40, 48), np.uint16)
+    labels[..., 5:20, 8:30] = 1
+    labels[..., 25:38, 30:46] = 7
+    path = tmp_path / "cells.ome.zarr"
+    with open_writer(path, labels.shape, labels.dtype, pixel_sizes={"y": 0.3, "x": 0.3}, channel_names=["labels"],
+                     labels=True) as out:
+        for _, ys, xs in _tiles((1, 40, 48), (1, 11, 13)):
+            out.region(0)[:, :, ys, xs] = labels[0, :, :, ys, xs]
+    nodes = list(Reader(parse_url(str(path)))())
+    kinds = [{type(s) for s in n.specs} for n in nodes]
+    assert Multiscales in kinds[0] and Labels in kinds[1]
+    (label,) = [n for n, k in zip(nodes, kinds, strict=True) if Label in k]
+    assert label.zarr.root_attrs["image-label"]["source"] == {"image": "../../"}
+    assert label.zarr.path.rstrip("/").endswith("labels/cells") and "omero" not in label.zarr.root_attrs
+    np.testing.assert_array_equal(np.asarray(label.data[0]), labels)
+    np.testing.assert_array_equal(BioImage(path).get_image_data("TCZYX"), labels)  # the root: the same labels
+    with pytest.raises(ValueError, match="one channel of integers"):
+        open_writer(tmp_path / "p.ome.zarr", (1, 1, 1, 4, 4), np.float32, labels=True)

@@ -13,6 +13,30 @@ and written through `write_ome_tiff` (its own `.partial-<pid>` file, renamed). A
 leaves only such a hidden `.partial-<pid>` entry: it is never read as an image (hidden names are
 skipped), never taken for a finished output, and a later run writes its own; delete it at leisure.
 An existing output is not overwritten unless `overwrite=True` (the caller decides skip/overwrite).
+
+OME-Zarr, as viewers open it:
+
+- Written through bioio-ome-zarr's `OMEZarrWriter` (the bioio team's, whose reader we read with; already
+  a dependency): it creates the arrays of every resolution level and the NGFF metadata (axes, scales
+  per level, omero channels). ome-zarr-py writes whole (dask) arrays only, with nothing to write a
+  region at a time; `OMEZarrWriter.write_region` does, but downsamples each region on its own by
+  nearest neighbour, which is wrong for tiles that do not line up with the factor of 2 and for images
+  (aliasing). So level 0 is filled tile by tile through the writer's level-0 array and the lower
+  levels are made at `commit()` from it, block by block (`mmv_zoo.io.pyramid`: 2x2 mean for images,
+  every second pixel for labels), halving Y and X until a level is at most 1024 pixels a side: a
+  2048x2048 output has two levels.
+- NGFF 0.4 on zarr format 2: the version napari's OME-Zarr reader (napari-ome-zarr, which reads 0.4
+  and 0.5), bioio and Fiji's readers open most widely; NGFF 0.5 needs zarr format 3, which Fiji's
+  readers opened only lately and not all of them. The writer writes either: one argument to change.
+- A label output (`labels=True`: the integer labels of a segmentation or of instances) is an image
+  whose `labels/<name>` is an NGFF label image (`image-label`, its source `../../`) holding the same
+  pixels (a compressed label map is small). The root stays a plain multiscale image, so bioio, Fiji
+  and our own reader read the labels as an image, as before; napari-ome-zarr opens the root image
+  and the Labels layer. The label image has no omero block: napari-ome-zarr would pass its display
+  window to the Labels layer, which refuses it. The input is never written to (inputs are not
+  modified), so the labels are not put under the input's own `labels` group.
+- The omero display window of each channel is the data's range, found while the pyramid is built
+  (a float output is displayed from its minimum to its maximum, not 0-255).
 """
 
 from __future__ import annotations
@@ -26,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import OutputError
+from .pyramid import build_levels, level_shapes
 from .write import make_folder, temporary_path, write_ome_tiff
 
 Format = Literal["ome-tiff", "ome-zarr"]
@@ -80,12 +105,14 @@ def open_writer(
     channel_names: list[str] | None = None,
     time_increment: float | None = None,
     overwrite: bool = False,
+    labels: bool = False,
 ) -> OutputWriter:
-    """A writer for a (T, C, Z, Y, X) output at `path`, in the format its suffix names (see `format_of`)."""
+    """A writer for a (T, C, Z, Y, X) output at `path`, in the format its suffix names (see `format_of`);
+    `labels` marks an integer label image (written as an NGFF label image too in OME-Zarr)."""
     path = Path(path)
     cls = OmeZarrOutput if format_of(path) == "ome-zarr" else OmeTiffOutput
     return cls(path, shape, dtype, pixel_sizes=pixel_sizes, channel_names=channel_names,
-               time_increment=time_increment, overwrite=overwrite)
+               time_increment=time_increment, overwrite=overwrite, labels=labels)
 
 
 class OutputWriter(ABC):
@@ -108,12 +135,15 @@ class OutputWriter(ABC):
         channel_names: list[str] | None = None,
         time_increment: float | None = None,
         overwrite: bool = False,
+        labels: bool = False,
     ) -> None:
         shape = tuple(int(s) for s in shape)
         if len(shape) != 5 or min(shape) < 1:
             raise ValueError(f"output shape must be 5 positive sizes (T, C, Z, Y, X), got {shape}")
         if channel_names is not None and len(channel_names) != shape[1]:
             raise ValueError(f"{len(channel_names)} channel names for {shape[1]} channels")
+        if labels and (shape[1] != 1 or not np.issubdtype(np.dtype(dtype), np.integer)):
+            raise ValueError(f"a label output has one channel of integers, not {shape[1]} of {np.dtype(dtype)}")
         self.path = Path(path)
         self.shape: tuple[int, int, int, int, int] = shape  # type: ignore[assignment]
         self.dtype = np.dtype(dtype)
@@ -121,6 +151,7 @@ class OutputWriter(ABC):
         self.channel_names = list(channel_names) if channel_names is not None else None
         self.time_increment = time_increment
         self.overwrite = overwrite
+        self.labels = labels
         self.state: Literal["open", "committed", "aborted"] = "open"
         self._refuse_existing()
 
@@ -221,10 +252,11 @@ class _ZarrTime:
 
 
 class OmeZarrOutput(OutputWriter):
-    """OME-Zarr (NGFF 0.4, zarr format 2, one resolution level) written chunk by chunk to disk.
+    """OME-Zarr (NGFF 0.4, zarr format 2) written chunk by chunk to disk, its lower resolutions at `commit()`.
 
     Writes aligned to `chunks` are fastest; unaligned ones are correct (read-modify-write of the
-    chunks they touch). Regions never written read back as 0.
+    chunks they touch). Regions never written read back as 0. A label output (`labels=True`) is
+    also an NGFF label image, `labels/<name>`, of itself (see the module notes).
     """
 
     format: Format = "ome-zarr"
@@ -240,39 +272,90 @@ class OmeZarrOutput(OutputWriter):
     ) -> None:
         super().__init__(path, shape, dtype, **kwargs)
         self.chunks = tuple(chunks) if chunks is not None else zarr_chunks(self.shape)  # type: ignore[assignment]
+        self.levels = level_shapes(self.shape)
+        self.name = image_name(self.path)
         self.partial = temporary_path(self.path)
         make_folder(self.path.parent)
         _remove(self.partial)  # our pid's leftover: a dead run's, or an earlier abort that failed
         try:
-            self._array = self._create()
+            self._image = self._ngff_writer(self.partial)
+            if self.labels:
+                self._label = self._ngff_writer(self.partial / "labels" / self.name, {"image-label": {
+                    "version": NGFF_VERSION, "source": {"image": "../../"}}})
         except OSError as e:
             _remove(self.partial)
             raise OutputError(f"{self.path}: cannot write ({e.strerror or e})") from None
         except BaseException:
             _remove(self.partial)
             raise
+        self._array = self._image.datasets[0]
 
-    def _create(self) -> Any:
+    def _ngff_writer(self, folder: Path, attributes: dict[str, Any] | None = None) -> Any:
+        """bioio-ome-zarr's writer of one multiscale image at `folder`, its arrays and metadata created."""
         import numcodecs
         import zarr
+        from bioio_ome_zarr.writers import OMEZarrWriter
 
-        group = zarr.open_group(store=str(self.partial), mode="w-", zarr_format=2)
-        array = group.create_array(
-            name="0", shape=self.shape, chunks=self.chunks, dtype=self.dtype, fill_value=0,
-            compressors=numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE),
-            chunk_key_encoding={"name": "v2", "separator": "/"},
+        if folder != self.partial:  # a label image: under the `labels` group that lists it
+            zarr.open_group(str(folder.parent), mode="w-", zarr_format=2).attrs["labels"] = [folder.name]
+        known_t = self.time_increment is not None and self.time_increment > 0
+        sizes = [self.pixel_sizes.get(ax) for ax in ("z", "y", "x")]
+        writer = OMEZarrWriter(
+            str(folder), self.levels, self.dtype, zarr_format=2, image_name=self.name,
+            chunk_shape=[tuple(min(c, n) for c, n in zip(self.chunks, level, strict=True)) for level in self.levels],
+            compressor=numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE),
+            channels=self._channels(), axes_names=["t", "c", "z", "y", "x"],
+            axes_types=["time", "channel", "space", "space", "space"],
+            axes_units=["second" if known_t else None, None, *("micrometer" if s else None for s in sizes)],
+            physical_pixel_size=[float(self.time_increment) if known_t else 1.0, 1.0,  # type: ignore[arg-type]
+                                 *(float(s) if s else 1.0 for s in sizes)],
+            attributes=attributes,
         )
-        group.attrs.update(ngff_attributes(self.path, self.shape, self.dtype, self.pixel_sizes,
-                                           self.channel_names, self.time_increment))
-        return array
+        writer.initialize()
+        return writer
+
+    def _channels(self, lows: Any = None, highs: Any = None) -> list[Any]:
+        """OMERO channels: names, colours and the display window (the data's range once it is known)."""
+        from bioio_ome_zarr.writers import Channel
+
+        n_channels = self.shape[1]
+        names = self.channel_names or [f"channel{i}" for i in range(n_channels)]
+        colors = _GREY if n_channels == 1 else _MULTI_COLORS
+        channels = []
+        for i, label in enumerate(names):
+            low, high = (0.0, 1.0) if lows is None else (float(lows[i]), float(highs[i]))
+            if not (np.isfinite(low) and np.isfinite(high)):
+                low, high = 0.0, 1.0
+            if self.labels:
+                low = 0.0
+            if high <= low:
+                high = low + 1
+            if np.issubdtype(self.dtype, np.integer):
+                low, high = int(low), int(high)  # type: ignore[assignment]
+            channels.append(Channel(label=str(label), color=colors[i % len(colors)],
+                                    window={"min": low, "max": high, "start": low, "end": high}))  # type: ignore[dict-item]
+        return channels
 
     def region(self, t: int) -> _ZarrTime:
         self._check_open()
         return _ZarrTime(self._array, self._check_t(t))
 
+    def _finish(self) -> None:
+        """The lower resolutions, the label image's copy and the channels' display window."""
+        writers = [self._image] + ([self._label] if self.labels else [])
+        lows, highs = build_levels([[w.datasets[k] for w in writers] for k in range(len(self.levels))],
+                                   self.labels)
+        for writer in writers:
+            writer.channels = self._channels(lows, highs)
+            attrs = writer.preview_metadata()
+            if writer is not self._image:  # napari-ome-zarr gives a label's omero window to its Labels layer,
+                del attrs["omero"]  # which refuses it: a label image has no display settings
+            writer.root.attrs.put(attrs)
+
     def commit(self) -> Path:
         self._check_open()
         try:
+            self._finish()
             _move_into_place(self.partial, self.path, self.overwrite)
         except BaseException:
             self.abort()
@@ -286,44 +369,9 @@ class OmeZarrOutput(OutputWriter):
             _remove(self.partial)
 
 
-def ngff_attributes(
-    path: Path,
-    shape: tuple[int, ...],
-    dtype: np.dtype,
-    pixel_sizes: dict[str, float | None],
-    channel_names: list[str] | None,
-    time_increment: float | None,
-) -> dict[str, Any]:
-    """Root attributes of a single-level NGFF 0.4 image: multiscales (axes t, c, z, y, x) and omero."""
-    axes: list[dict[str, str]] = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}]
-    known_t = time_increment is not None and time_increment > 0
-    if known_t:
-        axes[0]["unit"] = "second"
-    scale = [float(time_increment) if known_t else 1.0, 1.0]  # type: ignore[arg-type]
-    for ax in ("z", "y", "x"):
-        size = pixel_sizes.get(ax)
-        axes.append({"name": ax, "type": "space", **({"unit": "micrometer"} if size else {})})
-        scale.append(float(size) if size else 1.0)
-    name = path.name[: -len(".ome.zarr")] if path.name.lower().endswith(".ome.zarr") else path.stem
-    n_channels = shape[1]
-    names = channel_names or [f"channel{i}" for i in range(n_channels)]
-    colors = _GREY if n_channels == 1 else _MULTI_COLORS
-    channels = []
-    for i, label in enumerate(names):
-        channel: dict[str, Any] = {"label": str(label), "color": colors[i % len(colors)], "active": True}
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            channel["window"] = {"min": int(info.min), "max": int(info.max), "start": int(info.min),
-                                 "end": int(info.max)}
-        channels.append(channel)
-    return {
-        "multiscales": [{
-            "version": NGFF_VERSION, "name": name, "axes": axes,
-            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        }],
-        "omero": {"name": name, "version": NGFF_VERSION, "channels": channels,
-                  "rdefs": {"model": "greyscale" if n_channels == 1 else "color"}},
-    }
+def image_name(path: Path) -> str:
+    """The image's name: the file name without `.ome.zarr` (or its last suffix)."""
+    return path.name[: -len(".ome.zarr")] if path.name.lower().endswith(".ome.zarr") else path.stem
 
 
 def _remove(path: Path) -> None:
