@@ -219,3 +219,23 @@ def test_two_processes_write_the_same_bytes_as_one(run_2d, data_2d, tmp_path, ca
     code, _, err = run_cli(["predict", str(run_2d), str(images[0]), str(data_2d / "labels" / images[1].name),
                             "--out", str(tmp_path / "bad"), "--devices", "2", "--channels", "3"], capsys)
     assert_clean_error(code, err, "channel")
+
+
+def test_a_segmentation_written_as_ome_zarr_is_an_ngff_label_image_and_reads_back(run_2d, data_2d, tmp_path):
+    """The labels of a segmentation run: an image whose `labels/<name>` is an NGFF label image (as
+    ome-zarr-py reads it), with the pixels of the OME-TIFF output, and readable as an input again."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    image = sorted((data_2d / "images").iterdir())[0]
+    (tif,) = predict_files(run_2d, [image], tmp_path / "t")
+    (res,) = predict_files(run_2d, [image], tmp_path / "z", selection=Selection(format="ome-zarr"))
+    want = read_image(tif.output, 2).data
+    assert want.dtype == np.uint8 and read_image(res.output, 2).data.tolist() == want.tolist()
+    (label,) = [n for n in Reader(parse_url(str(res.output)))() if any(isinstance(s, Label) for s in n.specs)]
+    assert label.zarr.path.rstrip("/").endswith(f"labels/{image.stem}")
+    np.testing.assert_array_equal(np.asarray(label.data[0])[0, :, 0], want)
+    # probabilities are an image, not labels
+    (probs,) = predict_files(run_2d, [image], tmp_path / "p", options=Options(probabilities=True),
+                             selection=Selection(format="ome-zarr"))
+    assert not (probs.output / "labels").exists()

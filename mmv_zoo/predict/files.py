@@ -151,9 +151,10 @@ def _predict_scene(predictor: Predictor, src: ImageSource, scene: int, out: Path
         """The output (or, with `suffix`, a companion such as `_uncertainty`), opened on first use."""
         if suffix not in holder:
             path = target if not suffix else out / output_name(stem + suffix, fmt)
+            labels = bool(not suffix and names == ["labels"] and np.issubdtype(dtype, np.integer))
             holder[suffix] = open_writer(path, (t1 - t0, channels, nz, info.Y, info.X), dtype, pixel_sizes=sizes,
                                          channel_names=names, time_increment=info.time_increment,
-                                         overwrite=overwrite)
+                                         overwrite=overwrite, labels=labels)
         return holder[suffix]
 
     # a 2D model predicts a stack plane by plane (each plane normalized on its own, as if alone)
