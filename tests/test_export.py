@@ -81,6 +81,10 @@ def _check_package(zip_path: Path, run_folder: Path, formats: tuple[str, ...]) -
         got = out.members[descr.outputs[0].id].transpose(out_axes).data.values
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=fmt)
+        if entry.mmv.task == "segmentation":  # the class labels output: argmax of the probabilities
+            labels = out.members["labels"].transpose(out_axes).data.values
+            assert labels.dtype == np.uint8 and labels.shape == (1, 1, *expected.shape[2:])
+            assert (labels[:, 0] == expected.argmax(1)).mean() > 0.999, fmt
     return descr
 
 
@@ -113,6 +117,27 @@ def test_export_2d_fnet_all_formats(run_2d, tmp_path):
         rdf = yaml.safe_load(z.read("rdf.yaml"))
     assert rdf["format_version"] == "0.5.4" and rdf["covers"] == ["cover.png"] and rdf["documentation"] == "README.md"
     assert "strict" not in rdf["weights"]["pytorch_state_dict"]
+    assert [o["id"] for o in rdf["outputs"]] == ["probabilities", "labels"]
+
+
+def test_segmentation_package_has_class_labels_beside_the_probabilities(run_2d, data_2d, tmp_path):
+    """A segmentation package's second output is the class labels: the argmax of its probabilities, in
+    bioimageio.core's own prediction (the shipped model's labels are compared with `mmv-zoo predict`'s
+    in test_pretrained); `class_labels=False` gives the one-output package QuPath runs."""
+    from bioimageio.core import predict
+
+    from mmv_zoo.export.consumers import package_unmet
+
+    package = export_package(run_2d, tmp_path / "seg.zip", formats=("torchscript", "onnx")).zip_path
+    image = sorted((data_2d / "images").glob("*.tif"))[0]
+    x = tifffile.imread(image).astype(np.float32)
+    out = predict(model=str(package), inputs=x[None, None]).members
+    labels, probabilities = (np.asarray(out[k].data.values)[0] for k in ("labels", "probabilities"))
+    assert labels.dtype == np.uint8 and labels.shape == (1, *x.shape)
+    np.testing.assert_array_equal(labels[0], probabilities.argmax(0))
+    assert package_unmet(package)  # two outputs: not for QuPath
+    single = export_package(run_2d, tmp_path / "one.zip", formats=("torchscript",), class_labels=False).zip_path
+    assert package_unmet(single) == []
 
 
 def test_export_3d_fnet_center_normalization(run_3d_fnet, tmp_path):
@@ -183,11 +208,12 @@ def test_failed_package_test_writes_nothing(run_2d, tmp_path, monkeypatch):
 
 
 def test_which_packages_qupath_and_deepimagej_can_run(run_2d, tmp_path):
-    """Ours (one input, one output, b/c/y/x axes, torchscript) meet what TorchScript-only viewers ask;
-    a package without torchscript, or with two outputs, does not, and says why."""
+    """Ours with one output (b/c/y/x axes, torchscript) meet what TorchScript-only viewers ask; a
+    package without torchscript, or with two outputs (a segmentation package's default: probabilities
+    and class labels), does not, and says why."""
     from mmv_zoo.export.consumers import package_unmet, unmet
 
-    out = export_package(run_2d, tmp_path / "nuclei.zip", formats=("torchscript",)).zip_path
+    out = export_package(run_2d, tmp_path / "nuclei.zip", formats=("torchscript",), class_labels=False).zip_path
     assert package_unmet(out) == []
     with zipfile.ZipFile(out) as z:
         rdf = yaml.safe_load(z.read("rdf.yaml"))

@@ -30,16 +30,19 @@ WRAPPER = '''
 
 class ExportedModel(nn.Module):
     """The exported model: `{callable}(**network_kwargs)` as `net`, plus a softmax over channels for
-    segmentation (class probabilities). Written by mmv_zoo's BioImage.IO export."""
+    segmentation (class probabilities) and, with `labels`, the class labels (argmax) as a second
+    output. Written by mmv_zoo's BioImage.IO export."""
 
-    def __init__(self, network_kwargs: dict, softmax: bool = False) -> None:
+    def __init__(self, network_kwargs: dict, softmax: bool = False, labels: bool = False) -> None:
         super().__init__()
         self.net = {callable}(**network_kwargs)
         self.softmax = softmax
+        self.labels = labels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         y = self.net(x)
-        return torch.softmax(y, dim=1) if self.softmax else y
+        y = torch.softmax(y, dim=1) if self.softmax else y
+        return (y, torch.argmax(y, dim=1, keepdim=True)) if self.labels else y
 '''
 
 IMPORTING_HEADER = '''"""Architecture of an mmv_zoo export: {target} wrapped for BioImage.IO.

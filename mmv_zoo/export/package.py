@@ -35,6 +35,9 @@ ONNX_OPSET = 17
 TRACE_TOLERANCE = 1e-4
 LABEL_AGREEMENT = 0.999
 """Share of test-input pixels on which a labels package's compiled clustering must equal mmv_zoo's."""
+CLASS_LABELS_OUTPUT = "class labels (argmax of the probabilities; 0: background)"
+LABEL_DTYPE = "uint8"
+"""The class labels output's data type (segmentation entries have at most a few classes)."""
 LABELS_OUTPUT = "instance labels (0: background), uint16; the embeddings clustered inside the model"
 LABELS_NOTE = ("The model clusters whole images into instance labels: predict each image in one piece (the "
                "output halo is the context to pad around it); a consumer that tiles it clusters every tile on "
@@ -55,6 +58,7 @@ FILES = {
     "environment": "environment.yaml",
     "test_input": "test_input.npy",
     "test_output": "test_output.npy",
+    "test_output_labels": "test_output_labels.npy",
     "sample_input": "sample_input.tif",
     "sample_output": "sample_output.tif",
     "cover": "cover.png",
@@ -81,6 +85,7 @@ def export_package(
     overwrite: bool = False,
     direction: str | None = None,
     embeddings: bool = False,
+    class_labels: bool = True,
 ) -> ExportResult:
     """Export the run folder or checkpoint `source` to the BioImage.IO package `out` (.zip).
 
@@ -88,7 +93,9 @@ def export_package(
     image). `direction` (a2b or b2a) exports one direction of a CycleGAN run (one package each; the
     package's input is that direction's). An instance (EmbedSeg) run's package outputs uint16 labels,
     clustered inside its TorchScript weights (the only format that can hold the clustering loop);
-    `embeddings=True` exports the raw embeddings instead, in any format. `formats` defaults to
+    `embeddings=True` exports the raw embeddings instead, in any format. A segmentation package has a
+    second output, the class labels (argmax), unless `class_labels=False` (one output, the
+    probabilities, as QuPath needs). `formats` defaults to
     `DEFAULT_FORMATS` (torchscript alone for a labels package). Raises ExportError (a RunError) and
     leaves nothing at `out` when anything fails; an existing `out` is only replaced with `overwrite`.
     """
@@ -142,7 +149,8 @@ def export_package(
     sample_path = Path(sample) if sample is not None else find_sample(entry, info)
     raw = load_crop(sample_path, entry, sizes)
     with tempfile.TemporaryDirectory(prefix="mmv_zoo_export_") as tmp:
-        builder = _Builder(Path(tmp), model, entry, info or {}, sizes, formats, labels)
+        builder = _Builder(Path(tmp), model, entry, info or {}, sizes, formats, labels,
+                           class_labels and entry.mmv.task == "segmentation")
         descr = builder.build(raw, sample_path.name)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -221,12 +229,16 @@ class _Builder:
     """Writes the package files into `folder` and describes them; one export per instance."""
 
     def __init__(self, folder: Path, model: Any, entry: Any, info: dict[str, Any], sizes: list[AxisSize],
-                 formats: tuple[str, ...], labels: bool = False) -> None:
+                 formats: tuple[str, ...], labels: bool = False, class_labels: bool = False) -> None:
         import torch
 
+        from ..frameworks.fcn import WithClassLabels
+
         self.folder, self.model, self.entry, self.info = folder, model, entry, info
-        self.sizes, self.formats, self.labels = sizes, formats, labels
+        self.sizes, self.formats, self.labels, self.class_labels = sizes, formats, labels, class_labels
         self.net = model.inference_model().eval().cpu()
+        self.exported = WithClassLabels(self.net).eval() if class_labels else self.net
+        """What the torchscript and onnx weights run: the network, with the class labels as a second output."""
         self.torch_version = torch.__version__.split("+")[0]
         self.space_ids = [s.id for s in sizes]
         self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
@@ -268,7 +280,7 @@ class _Builder:
             formats=list(self.formats), pytorch_version=self.torch_version, sample_name=sample_name,
             test_shape=tuple(x.shape), preprocessing=[_describe_step(p) for p in self.pre], notes=self.notes,
             requirements=self.arch.requirements if self.arch else [], arch_how=self.arch.how if self.arch else "",
-            run=self.info, labels=self.labels,
+            run=self.info, labels=self.labels, class_labels=self.class_labels,
             bioimageio_core=core_version, opset=ONNX_OPSET, arch_file=FILES["architecture"])
         self.path("readme").write_text(render_readme(self.entry, self.sizes, self.facts))
         descr = self.describe(self.formats, with_samples=True)
@@ -288,12 +300,12 @@ class _Builder:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                traced = torch.jit.trace(self.net, example, check_trace=False)
+                traced = torch.jit.trace(self.exported, example, check_trace=False)
             except Exception as e:
                 raise ExportError(f"torchscript: tracing the network failed ({type(e).__name__}: {e})") from None
             other = torch.randn(1, x.shape[1], *other_valid_shape(x.shape[2:], self.sizes),
                                 generator=torch.Generator().manual_seed(0))
-            diff = float((traced(other) - self.net(other)).abs().max())
+            diff = _max_diff(traced(other), self.exported(other))
         if not diff <= TRACE_TOLERANCE:
             raise ExportError(
                 f"torchscript: the traced model differs from the network by {diff:.3g} on input shape "
@@ -333,6 +345,8 @@ class _Builder:
         import torch
 
         self.arch = architecture(self.entry, self.net)
+        if self.class_labels:
+            self.arch.kwargs["labels"] = True
         if self.arch.note:
             self.notes.append(self.arch.note)
         self.path("architecture").write_text(self.arch.text)
@@ -355,7 +369,7 @@ class _Builder:
                             generator=torch.Generator().manual_seed(0))
         for inp in (example, other):
             with torch.no_grad():
-                diff = float((rebuilt(inp) - self.net(inp)).abs().max())
+                diff = _max_diff(rebuilt(inp), self.exported(inp))
             if not diff <= TRACE_TOLERANCE:
                 raise ExportError(f"pytorch_state_dict: the rebuilt network differs from the trained one by "
                                   f"{diff:.3g} on input shape {tuple(inp.shape)}")
@@ -364,13 +378,14 @@ class _Builder:
         import torch
 
         inp, outp = self.entry.inputs[0].id, self.entry.outputs[0].id
+        outs = [outp, "labels"] if self.class_labels else [outp]
         dynamic = {0: "batch", **{i + 2: a for i, a in enumerate(self.space_ids)}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                torch.onnx.export(self.net, (torch.from_numpy(_roughly_normalized(x)),), str(self.path("onnx")),
-                                  dynamo=False, opset_version=ONNX_OPSET, input_names=[inp], output_names=[outp],
-                                  dynamic_axes={inp: dynamic, outp: dynamic})
+                torch.onnx.export(self.exported, (torch.from_numpy(_roughly_normalized(x)),), str(self.path("onnx")),
+                                  dynamo=False, opset_version=ONNX_OPSET, input_names=[inp], output_names=outs,
+                                  dynamic_axes={name: dynamic for name in (inp, *outs)})
             except Exception as e:
                 raise ExportError(f"onnx: export failed ({type(e).__name__}: {str(e)[:300]})") from None
 
@@ -387,6 +402,8 @@ class _Builder:
         draft_dtype = np.uint8 if self.mask_threshold is not None else np.uint16 if self.labels else np.float32
         channels = 1 if self.labels else self.entry.out_channels
         np.save(self.path("test_output"), np.ones((1, channels, *x.shape[2:]), draft_dtype))
+        if self.class_labels:
+            np.save(self.path("test_output_labels"), np.ones((1, 1, *x.shape[2:]), LABEL_DTYPE))
         draft = self.describe(("torchscript",), with_samples=False)
         sample = get_test_input_sample(draft)
         create_prediction_pipeline(bioimageio_model=draft, weight_format="torchscript").apply_preprocessing(sample)
@@ -394,7 +411,11 @@ class _Builder:
         pre = np.ascontiguousarray(sample.members[draft.inputs[0].id].transpose(axes).data.values, np.float32)
         module = torch.jit.load(str(self.path("torchscript")), map_location="cpu").eval()
         with torch.no_grad():
-            y = module(torch.from_numpy(pre)).numpy().astype(np.float32)
+            y = module(torch.from_numpy(pre))
+        if self.class_labels:  # (probabilities, class labels): the labels output is uint8 (ensure_dtype)
+            y, classes = y
+            np.save(self.path("test_output_labels"), classes.numpy().astype(LABEL_DTYPE))
+        y = y.numpy().astype(np.float32)
         if self.mask_threshold is not None:  # what binarize + ensure_dtype make of it
             y = (y > self.mask_threshold).astype(np.uint8)
         shown = y
@@ -457,6 +478,13 @@ class _Builder:
                 test_tensor=v0_5.FileDescr(source=self.path("test_output")),
                 sample_tensor=v0_5.FileDescr(source=self.path("sample_output")) if extra else None,
                 data=data, postprocessing=post)]
+            if self.class_labels:
+                outputs.append(v0_5.OutputTensorDescr(
+                    id=v0_5.TensorId("labels"), description=CLASS_LABELS_OUTPUT,
+                    axes=output_axes(entry, self.sizes, labels=True),
+                    test_tensor=v0_5.FileDescr(source=self.path("test_output_labels")),
+                    data=v0_5.NominalOrOrdinalDataDescr(values=list(range(entry.out_channels)), type=LABEL_DTYPE),
+                    postprocessing=[v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype=LABEL_DTYPE))]))
             description = entry.description.strip() + (f" {LABELS_NOTE}" if self.labels else "")
             return v0_5.ModelDescr(
                 name=entry.name, description=description, authors=self._authors(),
@@ -535,6 +563,12 @@ class _Builder:
                     "initial_learning_rate": t.optimizer.lr, "loss_function": mmv.loss.kind,
                     "optimizer": t.optimizer.kind, "learning_rate_schedule": t.scheduler.kind}
         return {"mmv_zoo": own, "bioimageio": {"training": training}}
+
+
+def _max_diff(a: Any, b: Any) -> float:
+    """Largest absolute difference of two outputs (tensors, or tuples of them, compared as floats)."""
+    pairs = zip(a, b, strict=True) if isinstance(a, (tuple, list)) else [(a, b)]
+    return max(float((p.float() - q.float()).abs().max()) for p, q in pairs)
 
 
 def _roughly_normalized(x: np.ndarray) -> np.ndarray:

@@ -32,6 +32,8 @@ class ReadmeFacts:
     bioimageio_core: str = ""
     opset: int = 17
     arch_file: str = "architecture.py"
+    class_labels: bool = False
+    """A segmentation package's second output, the class labels (argmax)."""
     labels: bool = False
     """The output is instance labels clustered inside the TorchScript weights (not the embeddings)."""
     arch_how: str = ""
@@ -50,7 +52,9 @@ def render_readme(entry: Entry, sizes: list[AxisSize], facts: ReadmeFacts) -> st
                f"({', '.join(outp.channel_names)}) are clustered inside the TorchScript weights with the settings "
                "in `config.mmv_zoo.embedseg`." if facts.labels else
                f"- Output `{outp.id}`: channels {outp.channel_names}"
-               + (" (class probabilities, softmax inside the model)." if mmv.task == "segmentation" else ".")),
+               + (" (class probabilities, softmax inside the model)." if mmv.task == "segmentation" else ".")
+               + (" Output `labels`: the class labels (argmax of the probabilities), uint8; viewers that run one "
+                  "output take the first, the probabilities." if facts.class_labels else "")),
               "- Valid input sizes per space axis: "
               + ", ".join(f"{s.id}: {s.min} + k*{s.step}" if s.step else f"{s.id}: {s.min}" for s in sizes) + ".",
               ("- Predict whole images, padded by the output halo ("

@@ -25,6 +25,19 @@ class InferenceModel(nn.Module):
         return torch.softmax(y, dim=1) if self.softmax else y
 
 
+class WithClassLabels(nn.Module):
+    """A segmentation model's probabilities and its class labels (argmax over channels, int64, one
+    channel) as two outputs: what a segmentation package's weights run, so that consumers get masks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.model(x)
+        return y, torch.argmax(y, dim=1, keepdim=True)
+
+
 def foreground_dice(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Mean hard Dice over the non-background classes present in prediction or target."""
     pred = logits.argmax(1)

@@ -83,10 +83,11 @@ def load_package(source: str | Path) -> Any:
         raise RunError(f"{source}: not a valid BioImage.IO package ({_errors(descr.validation_summary)})")
     if not isinstance(descr, v0_5.ModelDescr):
         raise RunError(f"{source}: a BioImage.IO {getattr(descr, 'type', '?')}, not a model")
-    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
+    class_labels = package_task(descr.config) == "segmentation" and [str(o.id) for o in descr.outputs[1:]] == ["labels"]
+    if len(descr.inputs) != 1 or (len(descr.outputs) != 1 and not class_labels):
         raise RunError(f"{source}: {len(descr.inputs)} inputs and {len(descr.outputs)} outputs; "
                        "mmv-zoo predict takes packages with one of each")
-    return descr
+    return descr  # mmv_zoo's segmentation packages: the probabilities, then their class labels (argmax)
 
 
 def choose_weights(descr: Any, source: str | Path, trust_code: bool, wanted: str | None) -> list[str]:
@@ -272,6 +273,18 @@ def instance_config(config: Any, source: str | Path) -> Any:
         raise RunError(f"{source}: config.mmv_zoo.embedseg: {' '.join(str(e).split())[:300]}") from None
 
 
+def postprocess_members(pipeline: Any, sample: Any) -> None:
+    """The pipeline's postprocessing of the outputs `sample` holds (mmv_zoo stitches a package's first
+    output only: a segmentation package's class labels, its second, are left out of the sample)."""
+    ops = [*getattr(pipeline, "_blockwise_postprocessing", []), *getattr(pipeline, "_samplewise_postprocessing", [])]
+    if all(getattr(op, "input", None) in sample.members for op in ops):
+        pipeline.apply_postprocessing(sample)
+        return
+    for op in ops:
+        if getattr(op, "input", None) in sample.members:
+            op(sample)
+
+
 class PackagePredictor(Predictor):
     """Runs a BioImage.IO model package on (C, [Z], Y, X) arrays."""
 
@@ -354,7 +367,7 @@ class PackagePredictor(Predictor):
         out = Sample(members={self.output.id: self._theirs(y, self.output.axes)}, stat=sample.stat, id=sample.id)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.pipeline.apply_postprocessing(out)
+            postprocess_members(self.pipeline, out)
         return np.asarray(self._ours(out.members[self.output.id], self.output.axes), np.float32), self.channel_names
 
     def _whole(self, x: np.ndarray) -> np.ndarray:

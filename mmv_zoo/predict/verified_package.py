@@ -37,13 +37,11 @@ from .package_predictor import (
     PACKAGE_FILES,
     PackagePredictor,
     instance_config,
-    labels_array,
-    labels_inside,
     package_digest,
     package_task,
 )
 from .predictor import Predictor
-from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled, whole_image_padding
+from .tiler import DEFAULT_BUDGET, plan_tiles, predict_tiled
 
 Op = Callable[[np.ndarray], np.ndarray]
 EPS = 1e-6
@@ -80,7 +78,6 @@ class VerifiedPackage(Predictor):
         self.border = border or "mirror"  # as bioimageio.core, which pads the image by the halo
         self.instances, self.seed_threshold = instances, seed_threshold
         self.task = package_task(rdf.get("config") or {})
-        self.labels_inside = labels_inside(rdf.get("config") or {})  # whole images: one tile, halo around
         self._run = _onnx_runner(weights) if weight_format == "onnx" else _torchscript_runner(weights)
 
     @classmethod
@@ -126,8 +123,6 @@ class VerifiedPackage(Predictor):
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         y, names = self.outputs(x)
-        if self.labels_inside:
-            return labels_array(y), ["labels"]
         if self.instances is None:
             return y, names
         from ..frameworks.embedseg.cluster import settings_labels
@@ -138,8 +133,6 @@ class VerifiedPackage(Predictor):
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """(C, [Z], Y, X) raw input -> (K, [Z], Y, X) after the package's postprocessing: preprocessing
         on the whole image, the network on tiles cropped by the halo, postprocessing on the result."""
-        if self.labels_inside:
-            return self._whole(x), self.channel_names
         pre = x.astype(np.float32, copy=False)
         for op in self.pre:
             pre = op(pre)
@@ -151,22 +144,7 @@ class VerifiedPackage(Predictor):
         return np.asarray(y, np.float32), self.channel_names
 
     def output_names(self) -> list[str]:
-        return ["labels"] if self.instances is not None or self.labels_inside else self.channel_names
-
-    def _whole(self, x: np.ndarray) -> np.ndarray:
-        """A labels package on one whole image, padded as bioimageio.core pads it (to a valid size, then
-        by the halo, symmetric; no halo with border `image`), the halo cropped from the labels."""
-        halo = [0] * len(self.halo) if self.border == "image" else self.halo
-        extra = whole_image_padding(x.shape[1:], self.rules, halo)
-        padded = np.pad(x.astype(np.float32, copy=False), [(0, 0), *((0, e) for e in extra)], mode="symmetric")
-        padded = np.pad(padded, [(0, 0), *((h, h) for h in halo)], mode="symmetric")
-        for op in self.pre:
-            padded = op(padded)
-        y = self._run(np.ascontiguousarray(padded, dtype=np.float32)[None])[0]
-        for op in self.post:
-            y = op(y)
-        return np.asarray(y[(slice(None), *(slice(h, h + n) for h, n in zip(halo, x.shape[1:], strict=True)))],
-                          np.float32)
+        return self.channel_names if self.instances is None else ["labels"]
 
     def _self_test(self, files: PackageFiles, inp: dict[str, Any], out: dict[str, Any]) -> str:
         """`passed` when this module reproduces the package's test output from its test input (one
@@ -240,6 +218,8 @@ def _torchscript_runner(weights: bytes) -> Callable[[np.ndarray], np.ndarray]:
     def run(tiles: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             y = module(torch.from_numpy(np.ascontiguousarray(tiles)).to(device))
+        if isinstance(y, (tuple, list)):  # a package's first output (e.g. probabilities before class labels)
+            y = y[0]
         return y.float().cpu().numpy()
 
     return run
@@ -315,13 +295,16 @@ def _channel_axis(axes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _single_tensors(rdf: dict[str, Any] | None) -> bool:
-    """One input and one output, each with axes (batch,) channel, then y, x or z, y, x."""
+    """One input, and a first output (the one mmv_zoo predicts with; a segmentation package's class
+    labels follow it), each with axes (batch,) channel, then y, x or z, y, x."""
     if rdf is None or str(rdf.get("format_version", "")).split(".")[:2] != ["0", "5"]:
         return False
-    tensors = [rdf.get("inputs"), rdf.get("outputs")]
-    if not all(isinstance(t, list) and len(t) == 1 and isinstance(t[0], dict) for t in tensors):
+    inputs, outputs = rdf.get("inputs"), rdf.get("outputs")
+    if not (isinstance(inputs, list) and len(inputs) == 1 and isinstance(outputs, list) and outputs):
         return False
-    for (tensor,) in tensors:
+    if not all(isinstance(t, dict) for t in (inputs[0], outputs[0])):
+        return False
+    for tensor in (inputs[0], outputs[0]):
         axes = tensor.get("axes")
         if not isinstance(axes, list) or not all(isinstance(a, dict) for a in axes):
             return False
