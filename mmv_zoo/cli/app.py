@@ -429,12 +429,16 @@ def export(
     embeddings: Annotated[bool, typer.Option(help="Instance (EmbedSeg) runs: a package of the raw embeddings "
                                                   "(any format) instead of the labels clustered inside its "
                                                   "TorchScript.")] = False,
+    class_labels: Annotated[bool, typer.Option("--class-labels/--no-class-labels", help="Segmentation runs: a "
+                                               "second output with the class labels (argmax) beside the "
+                                               "probabilities; --no-class-labels keeps one output, as QuPath "
+                                               "needs.")] = True,
 ) -> None:
     """Export a trained run as a BioImage.IO model package, tested by bioimageio.core before it is kept."""
     from ..export.package import export_package
 
     result = export_package(source, out, sample=sample, formats=_formats(formats), overwrite=overwrite,
-                            direction=direction, embeddings=embeddings)
+                            direction=direction, embeddings=embeddings, class_labels=class_labels)
     _console().print(f"[bold green]exported[/bold green] {result.zip_path} ({', '.join(result.formats)}; "
                      f"bioimageio.core test_model: {result.test_status})", highlight=False, soft_wrap=True)
 
