@@ -38,6 +38,11 @@ DEFAULT_CHECKER = ROOT.parent / "shared" / "tools" / "check_bioimageio_package.s
 FORMATS = "torchscript,onnx,pytorch_state_dict"
 
 
+INSTANCE_OVERRIDES = {"instance": ["embedseg.seed_threshold=0.01", "embedseg.foreground_threshold=0.01",
+                                    "embedseg.min_size=4"]}
+"""A run of a few steps has seeds near 0.5, below any useful threshold: with these every pixel seeds,
+so the labels package's test output (the compiled clustering at work) is not empty."""
+
 NEWEST = "newest"
 OLDEST = "bioimageio.core==0.9.6"
 """The oldest bioimageio.core 0.9 release that reads the packages' format (consumers such as ilastik
@@ -46,11 +51,12 @@ pin older releases in their own environments)."""
 
 def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST,)) -> tuple[bool, str]:
     from mmv_zoo.entry import load_entry
+    from mmv_zoo.export import ExportError
     from mmv_zoo.export.package import export_package
     from mmv_zoo.testing import first_image, tiny_data, tiny_overrides
     from mmv_zoo.training.train import train
 
-    entry = load_entry(name, tiny_overrides(load_entry(name)))
+    entry = load_entry(name, tiny_overrides(load_entry(name)) + INSTANCE_OVERRIDES.get(load_entry(name).mmv.task, []))
     data, image = tiny_data(entry, work / "data")
     run = train(entry, data, work / "runs", progress=False).folder
     targets = [(None, image)]
@@ -60,10 +66,20 @@ def check(name: str, checker: Path, work: Path, cores: tuple[str, ...] = (NEWEST
     for direction, inp in targets:
         suffix = f"_{direction}" if direction else ""
         formats = ("torchscript",) if entry.mmv.task == "instance" else tuple(FORMATS.split(","))  # labels
-        package = export_package(run, work / f"{name}{suffix}.zip", formats=formats, direction=direction)
+        note = ""
+        try:
+            package = export_package(run, work / f"{name}{suffix}.zip", formats=formats, direction=direction)
+        except ExportError as e:
+            if "--no-class-labels" not in str(e):
+                raise
+            # a run of a few steps may see only background in the crop: its class labels would be all 0,
+            # which BioImage.IO refuses as a test tensor; the probabilities are checked alone then
+            package = export_package(run, work / f"{name}{suffix}.zip", formats=formats, direction=direction,
+                                     class_labels=False)
+            note = "(class labels left out: the tiny run sees background only) "
         np.save(work / f"input{suffix}.npy", inp)
         ok, last = run_checker(checker, package.zip_path, work / f"input{suffix}.npy", cores,
-                               f"{direction}: " if direction else "")
+                               (f"{direction}: " if direction else "") + note)
         if not ok:
             return ok, last
     return ok, last

@@ -206,3 +206,17 @@ def test_options_a_labels_package_cannot_honour_are_refused(packages, tmp_path, 
     with pytest.raises(ExportError, match="formats.*torchscript weights only.*--embeddings"):
         export_package(ckpt, tmp_path / "x.zip", sample=sample, formats=("torchscript", "onnx"))
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_sample_without_objects_is_refused_with_what_to_do(fitted, tmp_path):
+    """BioImage.IO refuses an all-zero test output: exporting the labels package with an empty sample
+    says so and names the way out (another sample, or the embeddings); nothing is written."""
+    from mmv_zoo.export import ExportError
+    from mmv_zoo.export.package import export_package
+
+    ckpt, img, _, _ = fitted
+    empty = tmp_path / "empty.tif"
+    tifffile.imwrite(empty, np.full_like(img[0], 0.01))  # faint, flat: background for the fitted model
+    with pytest.raises(ExportError, match="empty.tif: the model finds no instance.*--embeddings"):
+        export_package(ckpt, tmp_path / "x.zip", sample=empty)
+    assert not (tmp_path / "x.zip").exists()

@@ -272,6 +272,7 @@ class _Builder:
         if "onnx" in self.formats:
             self._onnx(x)
         y, shown = self._test_output()
+        self._check_not_empty(sample_name)
         write_sample_tiff(self.path("sample_input"), x)
         write_sample_tiff(self.path("sample_output"), shown)
         write_cover(self.path("cover"), raw, shown[0], self.entry.mmv.task == "segmentation",
@@ -431,6 +432,18 @@ class _Builder:
             shown = shown.astype(np.uint16)
         np.save(self.path("test_output"), y)
         return y, shown
+
+    def _check_not_empty(self, sample_name: str) -> None:
+        """ExportError when a labels output of the test crop is all 0, which BioImage.IO refuses as a
+        test tensor ("too small for reliable testing"), saying what to do instead."""
+        if self.labels and not np.load(self.path("test_output")).any():
+            raise ExportError(f"{sample_name}: the model finds no instance in the test crop of this sample image, "
+                              "and BioImage.IO refuses an all-zero test output; pass a sample with objects "
+                              "(--sample) or export the raw embeddings (--embeddings)")
+        if self.class_labels and not np.load(self.path("test_output_labels")).any():
+            raise ExportError(f"{sample_name}: the model finds only background in the test crop of this sample "
+                              "image, and BioImage.IO refuses an all-zero test output for the class labels; pass a "
+                              "sample with foreground (--sample) or export without them (--no-class-labels)")
 
     def _test(self, descr: Any) -> dict[str, str]:
         """bioimageio.core's test_model per weight format; ExportError with the first failures."""
