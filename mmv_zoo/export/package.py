@@ -118,8 +118,9 @@ def export_package(
         shipped_info: dict[str, Any] | None = None
         pre = src.entry.mmv.pretrained if src.kind == "entry" and src.entry is not None else None
         if pre is not None and sample is None:
-            raise ExportError(f"{source}: a zoo entry's weights record no validation image; pass a sample "
-                              "image (--sample) for the test tensors")
+            what = "an MMV_Im2Im checkpoint" if pre.format == "mmv_im2im_checkpoint" else "a package"
+            raise ExportError(f"{source}: its weights are {what}, which records no validation image; pass a "
+                              "sample image (--sample) for the test tensors")
         if im2im_entry(src):  # the paper's weights converted: the entry's network, an MMV_Im2Im checkpoint
             model = load_im2im_checkpoint(src.entry, entry_package(src.entry).path)
         elif pre is not None and pre.format == "bioimageio":  # re-exported, e.g. as labels or in other formats
