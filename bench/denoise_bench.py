@@ -1,15 +1,21 @@
 """Self-supervised denoising side by side: mmv_zoo's n2v framework against CAREamics 0.3.5 in one run.
 
-    .venv/bin/python bench/denoise_bench.py [--steps 1200] [--budget 300 [--budget-all]] [--venv DIR] [--quick]
+    .venv/bin/python bench/denoise_bench.py [--steps 1200] [--budget 300 [--budget-all]] [--seeds 3]
+                                              [--venv DIR] [--quick]
 
 What it does:
 - Builds (once) a virtual environment with CAREamics 0.3.5 *and* this checkout of mmv_zoo, so both
   tools train with the same torch build in the same way (one process each, one after the other).
-  CAREamics pins torch<2.14 and torchvision<=0.26, which on PyPI resolve to a CUDA build; PyPI's
-  torchvision does not load beside the CPU torch 2.13 wheel, and CAREamics imports torchvision when
-  it is imported. So the environment takes torch 2.14 with torchvision 0.29.1 (the releases on this
-  machine's disk; a CUDA build that runs on the CPU) and installs CAREamics with --no-deps plus its
-  other requirements. No code of CAREamics is copied: it is called through its public API.
+  The torch is the one of the environment that runs the bench (here 2.13.0+cpu): CAREamics pins
+  torch<2.14 and torchvision<=0.26, which on PyPI resolve to a CUDA build of several GB, and a CUDA
+  torch does not even import without its CUDA packages. PyPI's torchvision is a CUDA build too: its
+  `_C` needs libtorch_cuda and its import fails beside a CPU torch. CAREamics uses torchvision only
+  for its LVAE (`center_crop`) and to write torchvision's version into an exported package's
+  environment, neither of which N2V training or prediction reach, but it imports it when it is
+  imported. So CAREamics goes in with --no-deps plus its other requirements and no torchvision; its
+  worker puts a stand-in of the three modules it imports into `sys.modules` (after Lightning and
+  torchmetrics, which then see no torchvision) that has a `__version__` and nothing else. No code of
+  CAREamics is copied: it is called through its public API.
 - Images with a clean reference, all bundled with mmv_zoo: a BBBC007 nucleus image (2D) and the
   cells3d nucleus crop (3D), each with Poisson-Gaussian noise at two levels; the 2D image with
   horizontally correlated noise (stripes, for structN2V); and the real noisy HybISS image (no
@@ -64,10 +70,16 @@ def ensure_venv(venv: Path) -> Path:
     marker = venv / ".mmv_zoo_bench_ready"
     if marker.exists():
         return python
-    print(f"building the benchmark environment in {venv} (once; about 6 GB) ...", flush=True)
+    from importlib.metadata import version
+
+    torch = version("torch")
+    if "+cpu" not in torch:
+        raise SystemExit(f"run the bench with a CPU build of torch (this environment has {torch}): the "
+                         "benchmark environment takes the same one and never pulls CUDA packages")
+    print(f"building the benchmark environment in {venv} (once; about 1.8 GB, torch {torch}) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "torch==2.14.1", "torchvision==0.29.1"], check=True)
+    subprocess.run([*pip, f"torch=={torch}"], check=True)
     subprocess.run([*pip, "--no-deps", "careamics==0.3.5"], check=True)
     subprocess.run([*pip, *CAREAMICS_REQUIREMENTS], check=True)
     subprocess.run([*pip, "-e", str(ROOT)], check=True)
@@ -179,7 +191,8 @@ def worker_mmv(args: argparse.Namespace) -> dict:
                  f"n2v.neighbourhood={ROI}", f"n2v.masked_fraction={MASKED_PERCENT / 100}", "training.num_workers=0",
                  f"training.max_epochs={args.epochs}", f"training.patches_per_image={args.steps_per_epoch * batch}",
                  "training.early_stopping=null", "training.checkpoint.last_every_n_steps=100000",
-                 "training.scheduler={kind: none}", f"training.val_patches_per_image={VAL_PATCHES}"]
+                 "training.scheduler={kind: none}", f"training.val_patches_per_image={VAL_PATCHES}",
+                 f"training.seed={args.seed}"]
     if args.variant == "n2v2":
         overrides += ["n2v.replacement=median", "network.blurpool=true", "network.top_skip=false"]
     if args.variant == "structn2v":
@@ -202,8 +215,23 @@ def worker_mmv(args: argparse.Namespace) -> dict:
             "patches_per_s": timer.patches / timer.seconds}
 
 
+def torchvision_stand_in() -> None:
+    """The torchvision modules CAREamics 0.3.5 imports when it is imported (for its LVAE and its export,
+    which the bench never reaches), with a version and nothing else: any other name is missing."""
+    import types
+
+    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+    modules = {name: types.ModuleType(name) for name in names}
+    modules["torchvision"].__version__ = "0+bench-stand-in"
+    modules["torchvision"].transforms = modules["torchvision.transforms"]
+    modules["torchvision.transforms"].functional = modules["torchvision.transforms.functional"]
+    sys.modules.update(modules)
+
+
 def worker_careamics(args: argparse.Namespace) -> dict:
-    import lightning.pytorch as lpl
+    import lightning.pytorch as lpl  # before the stand-in: Lightning and torchmetrics see no torchvision
+
+    torchvision_stand_in()
     from careamics import CAREamist
     from careamics.config import create_advanced_n2v_config
 
@@ -220,7 +248,7 @@ def worker_careamics(args: argparse.Namespace) -> dict:
         struct_n2v_axes="horizontal" if args.variant == "structn2v" else "none", struct_n2v_span=5,
         num_workers=0, trainer_params=trainer, model_params={"depth": 2, "num_channels_init": 32},
         optimizer="Adam", optimizer_params={"lr": LR}, lr_scheduler="StepLR",
-        lr_scheduler_params={"step_size": 1, "gamma": 1.0}, seed=1)  # a constant learning rate, as for mmv_zoo
+        lr_scheduler_params={"step_size": 1, "gamma": 1.0}, seed=args.seed)  # a constant learning rate, as mmv_zoo's
     timer = _timer(lpl.Callback)
     with tempfile.TemporaryDirectory() as tmp:
         cam = CAREamist(config, work_dir=tmp, callbacks=[timer], enable_progress_bar=False)
@@ -258,13 +286,13 @@ def _timer(base: type) -> object:
 # ---------------------------------------------------------------- the orchestrator
 
 def run_worker(python: Path, tool: str, variant: str, noisy: np.ndarray, args: argparse.Namespace,
-               budget: float | None) -> tuple[np.ndarray, dict]:
+               budget: float | None, seed: int) -> tuple[np.ndarray, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         image, out = Path(tmp) / "noisy.npy", Path(tmp) / "out.npy"
         np.save(image, noisy)
         cmd = [str(python), str(Path(__file__).resolve()), "--worker", tool, "--variant", variant, "--image",
                str(image), "--out", str(out), "--epochs", str(args.epochs), "--steps-per-epoch",
-               str(args.steps // args.epochs)]
+               str(args.steps // args.epochs), "--seed", str(seed)]
         if budget:
             cmd += ["--budget", str(budget)]
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONWARNINGS="ignore")
@@ -288,11 +316,15 @@ def main() -> None:
     ap.add_argument("--images", default="", help="only these images: p30, p10, stripes, 3d_p30, 3d_p10, hybiss")
     ap.add_argument("--variants", default="", help="only these methods where an image has them: n2v, n2v2, "
                                                    "structn2v")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train each method this many times (seeds 1..N, the same for both tools; the noisy "
+                         "images stay the same) and report mean ± sd")
     ap.add_argument("--worker", choices=["mmv", "careamics"])
     ap.add_argument("--variant", default="n2v")
     ap.add_argument("--image")
     ap.add_argument("--out")
     ap.add_argument("--steps-per-epoch", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps((worker_mmv if args.worker == "mmv" else worker_careamics)(args)))
@@ -306,7 +338,7 @@ def main() -> None:
         print(f"\n=== {phase} ===", flush=True)
         print(f"{'image':32} {'method':26} {'PSNR':>7} {'SSIM':>6} {'dPSNR vs CAREamics':>19} {'patches/s':>10} "
               f"{'steps':>6} {'patches':>8}")
-        ratios = []
+        ratios, sd_lines = [], []
         wanted = [k for k in args.images.split(",") if k]
         for img in (i for i in images(quick) if not wanted or i["key"] in wanted):
             noisy, clean = img["noisy"], img["clean"]
@@ -319,20 +351,29 @@ def main() -> None:
                 rows.append((f"non-local means (h={h:g}s)", p, s, None, None))
             only = [v for v in args.variants.split(",") if v]
             for variant in (v for v in (["n2v"] if quick else img["variants"]) if not only or v in only):
-                results = {}
-                for tool in ("mmv", "careamics"):
-                    out, info = run_worker(python, tool, variant, noisy, args, budget)
-                    results[tool] = (out, info)
-                ours, theirs = results["mmv"], results["careamics"]
-                ratios.append(ours[1]["patches_per_s"] / theirs[1]["patches_per_s"])
-                if clean is not None:
-                    po, so = scores(ours[0], clean)
-                    pt, st = scores(theirs[0], clean)
-                    rows.append((f"mmv_zoo {variant}", po, so, po - pt, ours[1]))
-                    rows.append((f"CAREamics {variant}", pt, st, None, theirs[1]))
-                else:
-                    rows.append((f"mmv_zoo {variant}", float("nan"), float("nan"), None, ours[1]))
-                    rows.append((f"CAREamics {variant}", float("nan"), float("nan"), None, theirs[1]))
+                runs = {"mmv": [], "careamics": []}  # per seed: (PSNR, SSIM, info)
+                for seed in range(1, args.seeds + 1):
+                    for tool in runs:
+                        out, info = run_worker(python, tool, variant, noisy, args, budget, seed)
+                        p, s = scores(out, clean) if clean is not None else (float("nan"), float("nan"))
+                        runs[tool].append((p, s, info))
+                    ratios.append(runs["mmv"][-1][2]["patches_per_s"] / runs["careamics"][-1][2]["patches_per_s"])
+                    if args.seeds > 1:
+                        print(f"  {img['key']} {variant} seed {seed}: mmv_zoo {runs['mmv'][-1][0]:.2f} dB, CAREamics "
+                              f"{runs['careamics'][-1][0]:.2f} dB (load {os.getloadavg()[0]:.1f})", flush=True)
+                psnr = {tool: np.array([r[0] for r in rs]) for tool, rs in runs.items()}
+                for tool, label in (("mmv", "mmv_zoo"), ("careamics", "CAREamics")):
+                    d = float(np.mean(psnr["mmv"] - psnr["careamics"])) if tool == "mmv" and clean is not None else None
+                    rows.append((f"{label} {variant}", float(np.mean(psnr[tool])),
+                                 float(np.mean([r[1] for r in runs[tool]])), d, runs[tool][-1][2]))
+                if args.seeds > 1:
+                    sd = {tool: float(np.std(v, ddof=1)) for tool, v in psnr.items()}
+                    diff = psnr["mmv"] - psnr["careamics"]
+                    sd_lines.append(f"{img['name']} {variant}, {args.seeds} seeds: mmv_zoo {psnr['mmv'].mean():.2f} ± "
+                                    f"{sd['mmv']:.2f} dB, CAREamics {psnr['careamics'].mean():.2f} ± "
+                                    f"{sd['careamics']:.2f} dB, difference {diff.mean():+.2f} ± "
+                                    f"{float(np.std(diff, ddof=1)):.2f} (per seed "
+                                    f"{' '.join(f'{x:+.2f}' for x in diff)})")
             for method, p, s, d, info in rows:
                 dd = f"{d:+.2f}" if d is not None else ""
                 pps = f"{info['patches_per_s']:.1f}" if info else ""
@@ -340,6 +381,8 @@ def main() -> None:
                 patches = f"{info['patches']}" if info else ""
                 print(f"{img['name']:32} {method:26} {p:7.2f} {s:6.3f} {dd:>19} {pps:>10} {steps:>6} {patches:>8}",
                       flush=True)
+        for line in sd_lines:
+            print(line)
         print(f"throughput mmv_zoo / CAREamics (patches per second): "
               f"{' '.join(f'{r:.2f}' for r in ratios)}; median {float(np.median(ratios)):.2f}")
     print(f"load average at end: {os.getloadavg()}")
