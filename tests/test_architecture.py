@@ -217,6 +217,25 @@ def test_inference_wrapper_keys_are_kept():
     assert list(namespace["ExportedModel"]().state_dict()) == ["net.0.weight", "net.0.bias"]
 
 
+def test_class_labels_subclass_keeps_the_generated_model_and_its_state_dict():
+    """A segmentation package's architecture (a generated no-argument file here) gets the class labels
+    as a subclass: the same state dict loads, and the second output is the argmax."""
+    from mmv_zoo.export.architecture import LABELS_CALLABLE, Architecture, with_class_labels
+
+    model = InferenceModel(nn.Sequential(nn.Conv2d(1, 3, 3, padding=1)), softmax=True).eval()
+    x = torch.randn(1, 1, 8, 8)
+    arch = with_class_labels(Architecture(standalone_source(model, _inputs((1, 1, 8, 8), (2, 1, 6, 10))),
+                                          "ExportedModel", {}))
+    namespace: dict = {}
+    exec(compile(arch.text, "generated", "exec"), namespace)
+    rebuilt = namespace[arch.callable](**arch.kwargs).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    probabilities, labels = rebuilt(x)
+    assert arch.callable == LABELS_CALLABLE
+    torch.testing.assert_close(probabilities, model(x))
+    assert torch.equal(labels, model(x).argmax(1, keepdim=True))
+
+
 def test_architecture_file_is_the_one_the_package_checks(tmp_path):
     """The text written by the fx path is a valid module file on disk (what the export loads)."""
     entry = load_entry("denoise_3d_planaria", ["network.channels=[4,8,16]", "network.strides=[2,2]"])

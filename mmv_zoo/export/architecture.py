@@ -30,19 +30,16 @@ WRAPPER = '''
 
 class ExportedModel(nn.Module):
     """The exported model: `{callable}(**network_kwargs)` as `net`, plus a softmax over channels for
-    segmentation (class probabilities) and, with `labels`, the class labels (argmax) as a second
-    output. Written by mmv_zoo's BioImage.IO export."""
+    segmentation (class probabilities). Written by mmv_zoo's BioImage.IO export."""
 
-    def __init__(self, network_kwargs: dict, softmax: bool = False, labels: bool = False) -> None:
+    def __init__(self, network_kwargs: dict, softmax: bool = False) -> None:
         super().__init__()
         self.net = {callable}(**network_kwargs)
         self.softmax = softmax
-        self.labels = labels
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.net(x)
-        y = torch.softmax(y, dim=1) if self.softmax else y
-        return (y, torch.argmax(y, dim=1, keepdim=True)) if self.labels else y
+        return torch.softmax(y, dim=1) if self.softmax else y
 '''
 
 IMPORTING_HEADER = '''"""Architecture of an mmv_zoo export: {target} wrapped for BioImage.IO.
@@ -55,6 +52,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 from {module} import {callable}
+'''
+
+
+LABELS_CALLABLE = "ExportedWithClassLabels"
+LABELS_WRAPPER = '''
+
+class ExportedWithClassLabels(ExportedModel):
+    """ExportedModel's class probabilities and, as a second output, the class labels (argmax over
+    channels): a segmentation package's two outputs. Same arguments and state dict as ExportedModel."""
+
+    def forward(self, x: torch.Tensor):
+        y = super().forward(x)
+        return y, torch.argmax(y, dim=1, keepdim=True)
 '''
 
 
@@ -114,6 +124,13 @@ def architecture(entry: Entry, model: nn.Module | None = None) -> Architecture:
     return Architecture(header + WRAPPER.format(callable=recipe.callable), CALLABLE,
                         _wrapper_kwargs(entry, recipe.kwargs, target), [requirement],
                         how=f"imports {target}", note=note)
+
+
+def with_class_labels(arch: Architecture) -> Architecture:
+    """`arch` whose callable also returns the class labels (a subclass of its model: the same kwargs
+    and state dict, whichever way the file was made)."""
+    return Architecture(arch.text.rstrip() + "\n" + LABELS_WRAPPER, LABELS_CALLABLE, arch.kwargs, arch.requirements,
+                        arch.how, arch.note)
 
 
 def _wrapper_kwargs(entry: Entry, network_kwargs: dict[str, Any], target: str) -> dict[str, Any]:

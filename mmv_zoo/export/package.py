@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import OutputError, RunError
 from . import ExportError
-from .architecture import Architecture, architecture, environment_yaml
+from .architecture import Architecture, architecture, environment_yaml, with_class_labels
 from .axes import AxisSize, export_sizes, input_axes, output_axes
 from .compat import rewrite_package
 from .preprocessing import check_exportable, mask_postprocessing, mask_threshold, preprocessing_steps
@@ -348,7 +348,7 @@ class _Builder:
 
         self.arch = architecture(self.entry, self.net)
         if self.class_labels:
-            self.arch.kwargs["labels"] = True
+            self.arch = with_class_labels(self.arch)
         if self.arch.note:
             self.notes.append(self.arch.note)
         self.path("architecture").write_text(self.arch.text)
