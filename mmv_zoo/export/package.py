@@ -36,8 +36,6 @@ TRACE_TOLERANCE = 1e-4
 LABEL_AGREEMENT = 0.999
 """Share of test-input pixels on which a labels package's compiled clustering must equal mmv_zoo's."""
 CLASS_LABELS_OUTPUT = "class labels (argmax of the probabilities; 0: background)"
-LABEL_DTYPE = "uint8"
-"""The class labels output's data type (segmentation entries have at most a few classes)."""
 LABELS_OUTPUT = "instance labels (0: background), uint16; the embeddings clustered inside the model"
 LABELS_NOTE = ("The model clusters whole images into instance labels: predict each image in one piece (the "
                "output halo is the context to pad around it); a consumer that tiles it clusters every tile on "
@@ -239,6 +237,7 @@ class _Builder:
         self.sizes, self.formats, self.labels, self.class_labels = sizes, formats, labels, class_labels
         self.net = model.inference_model().eval().cpu()
         self.exported = WithClassLabels(self.net).eval() if class_labels else self.net
+        self.class_dtype = "uint8" if entry.out_channels <= 256 else "uint16"
         """What the torchscript and onnx weights run: the network, with the class labels as a second output."""
         self.torch_version = torch.__version__.split("+")[0]
         self.space_ids = [s.id for s in sizes]
@@ -405,7 +404,7 @@ class _Builder:
         channels = 1 if self.labels else self.entry.out_channels
         np.save(self.path("test_output"), np.ones((1, channels, *x.shape[2:]), draft_dtype))
         if self.class_labels:
-            np.save(self.path("test_output_labels"), np.ones((1, 1, *x.shape[2:]), LABEL_DTYPE))
+            np.save(self.path("test_output_labels"), np.ones((1, 1, *x.shape[2:]), self.class_dtype))
         draft = self.describe(("torchscript",), with_samples=False)
         sample = get_test_input_sample(draft)
         create_prediction_pipeline(bioimageio_model=draft, weight_format="torchscript").apply_preprocessing(sample)
@@ -414,9 +413,9 @@ class _Builder:
         module = torch.jit.load(str(self.path("torchscript")), map_location="cpu").eval()
         with torch.no_grad():
             y = module(torch.from_numpy(pre))
-        if self.class_labels:  # (probabilities, class labels): the labels output is uint8 (ensure_dtype)
+        if self.class_labels:  # (probabilities, class labels): uint8 class labels (ensure_dtype)
             y, classes = y
-            np.save(self.path("test_output_labels"), classes.numpy().astype(LABEL_DTYPE))
+            np.save(self.path("test_output_labels"), classes.numpy().astype(self.class_dtype))
         y = y.numpy().astype(np.float32)
         if self.mask_threshold is not None:  # what binarize + ensure_dtype make of it
             y = (y > self.mask_threshold).astype(np.uint8)
@@ -497,8 +496,8 @@ class _Builder:
                     id=v0_5.TensorId("labels"), description=CLASS_LABELS_OUTPUT,
                     axes=output_axes(entry, self.sizes, labels=True),
                     test_tensor=v0_5.FileDescr(source=self.path("test_output_labels")),
-                    data=v0_5.NominalOrOrdinalDataDescr(values=list(range(entry.out_channels)), type=LABEL_DTYPE),
-                    postprocessing=[v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype=LABEL_DTYPE))]))
+                    data=v0_5.NominalOrOrdinalDataDescr(values=list(range(entry.out_channels)), type=self.class_dtype),
+                    postprocessing=[v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype=self.class_dtype))]))
             description = entry.description.strip() + (f" {LABELS_NOTE}" if self.labels else "")
             return v0_5.ModelDescr(
                 name=entry.name, description=description, authors=self._authors(),

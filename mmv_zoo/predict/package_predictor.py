@@ -221,9 +221,14 @@ def instance_settings(descr: Any, source: str | Path) -> Any:
     return instance_config(descr.config, source)
 
 
+def _mmv_config(config: Any) -> Any:
+    """`config.mmv_zoo` of a package's config (a mapping, or a description's config object)."""
+    return config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+
+
 def package_task(config: Any) -> str | None:
     """The task an mmv_zoo package records in `config.mmv_zoo.task`; None for others' packages."""
-    mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+    mmv = _mmv_config(config)
     task = mmv.get("task") if isinstance(mmv, dict) else None
     return task if task in ("segmentation", "regression", "instance") else None
 
@@ -231,7 +236,7 @@ def package_task(config: Any) -> str | None:
 def labels_inside(config: Any) -> bool:
     """An mmv_zoo instance package whose model outputs the labels (the clustering compiled into its
     TorchScript): its images are predicted whole, and nothing is clustered after it."""
-    mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+    mmv = _mmv_config(config)
     return isinstance(mmv, dict) and mmv.get("task") == "instance" and mmv.get("package_output") == "labels"
 
 
@@ -260,7 +265,7 @@ def instance_config(config: Any, source: str | Path) -> Any:
     """The `embedseg` settings in a package's `config` (a mapping with `mmv_zoo`) when its task is
     `instance` and its output the embeddings; None otherwise; RunError naming the field when they are
     invalid."""
-    mmv = config.get("mmv_zoo") if hasattr(config, "get") else getattr(config, "mmv_zoo", None)
+    mmv = _mmv_config(config)
     if not isinstance(mmv, dict) or mmv.get("task") != "instance" or not isinstance(mmv.get("embedseg"), dict):
         return None
     if labels_inside(config):
