@@ -308,7 +308,8 @@ def load_package_weights(entry: Any, package: Path) -> tuple[Any, dict[str, Any]
             member = ((rdf.get("weights") or {}).get("pytorch_state_dict") or {}).get("source")
             if not isinstance(member, str):
                 raise RunError(f"{where}: the package has no pytorch_state_dict weights to load into the "
-                               "entry's network")
+                               "entry's network (an instance package that outputs labels has TorchScript only); "
+                               "export from the trained run instead")
             state = torch.load(io.BytesIO(z.read(member)), map_location="cpu", weights_only=True)
     except (OSError, KeyError, zipfile.BadZipFile, yaml.YAMLError) as e:
         raise RunError(f"{where}: not a readable BioImage.IO package ({type(e).__name__})") from None
