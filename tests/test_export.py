@@ -118,6 +118,7 @@ def test_export_2d_fnet_all_formats(run_2d, tmp_path):
     assert rdf["format_version"] == "0.5.4" and rdf["covers"] == ["cover.png"] and rdf["documentation"] == "README.md"
     assert "strict" not in rdf["weights"]["pytorch_state_dict"]
     assert [o["id"] for o in rdf["outputs"]] == ["probabilities", "labels"]
+    assert all(a["concatenable"] is True for a in rdf["inputs"][0]["axes"] if a["type"] == "space")  # tileable
 
 
 def test_segmentation_package_has_class_labels_beside_the_probabilities(run_2d, data_2d, tmp_path):

@@ -81,6 +81,8 @@ def test_labels_package_gives_what_mmv_zoo_predict_gives(fitted, packages):
     assert [o["id"] for o in rdf["outputs"]] == ["labels"] and rdf["outputs"][0]["data"]["type"] == "uint16"
     assert list(rdf["weights"]) == ["torchscript"]
     assert rdf["config"]["mmv_zoo"]["package_output"] == "labels"
+    space = [a for a in rdf["inputs"][0]["axes"] if a["type"] == "space"]
+    assert space and all(a["concatenable"] is False for a in space)  # the spec's "not block by block"
 
     run_labels, _ = RunPredictor(ckpt).predict(img)  # the run: tiled embeddings, clustered whole
     by_core = _core_predict(labels, img)  # whole image, as bioimageio.core predicts by default
@@ -188,6 +190,49 @@ def test_tiling_a_labels_package_restarts_labels_per_tile(fitted, packages):
     tiled = _core_predict(labels, big, blocksize_parameter=0)  # the smallest blocks the package allows
     assert len(np.unique(whole)) - 1 >= 8
     assert len(np.unique(tiled)) < len(np.unique(whole))  # labels of different blocks collide
+
+
+def _declared_not_concatenable(package: Path, out: Path) -> Path:
+    """`package` with its input's space axes declared not concatenable (as a labels package is)."""
+    with zipfile.ZipFile(package) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "rdf.yaml":
+                rdf = yaml.safe_load(data)
+                for a in rdf["inputs"][0]["axes"]:
+                    if a["type"] == "space":
+                        a["concatenable"] = False
+                data = yaml.safe_dump(rdf, sort_keys=False).encode()
+            dst.writestr(info, data)
+    return out
+
+
+def test_a_package_declared_not_concatenable_is_predicted_whole(fitted, packages, tmp_path, monkeypatch):
+    """mmv-zoo predict honours the declaration for any package: an image larger than its tile budget
+    goes through the model in one piece, as bioimageio.core's whole-image prediction does, and --halo
+    (a tiling choice) is refused naming the axes. The embeddings package, tileable as exported, shows it."""
+    from mmv_zoo.errors import RunError
+    from mmv_zoo.predict import package_predictor, tiler
+    from mmv_zoo.predict.package_predictor import PackagePredictor
+
+    _, img, _, _ = fitted
+    _, raw = packages
+    assert all(a["concatenable"] is True for a in _rdf(raw)["inputs"][0]["axes"] if a["type"] == "space")
+    whole_only = _declared_not_concatenable(raw, tmp_path / "whole_only.zip")
+    big = np.tile(img, (1,) + (2,) * (img.ndim - 1)).astype(np.float32)
+    monkeypatch.setitem(tiler.DEFAULT_BUDGET, img.ndim - 1, 16 ** (img.ndim - 1))  # many tiles if tiled
+    calls = []
+    real = package_predictor.predict_tiled
+    monkeypatch.setattr(package_predictor, "predict_tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    tiled, _ = PackagePredictor(raw, raw=True).outputs(big)
+    assert calls  # the same package, tileable: mmv_zoo's tiler
+    calls.clear()
+    whole, _ = PackagePredictor(whole_only, raw=True).outputs(big)
+    assert not calls and whole.shape == tiled.shape
+    np.testing.assert_allclose(whole, _core_predict(raw, big), atol=1e-4)  # core's whole-image prediction
+    with pytest.raises(RunError, match=r"--halo.*\['.*x'\] not concatenable"):
+        PackagePredictor(whole_only, halo=[4])
 
 
 def test_options_a_labels_package_cannot_honour_are_refused(packages, tmp_path, fitted):

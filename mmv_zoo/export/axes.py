@@ -82,8 +82,12 @@ def channel_names(names: list[str]) -> list[str]:
     return [re.sub(r"\W+", "_", n).strip("_") or f"channel{i}" for i, n in enumerate(names)]
 
 
-def input_axes(entry: Entry, sizes: list[AxisSize], notes: list[str]) -> list[Any]:
-    """Batch, channel and space axes of the exported input (scale and unit from the entry)."""
+def input_axes(entry: Entry, sizes: list[AxisSize], notes: list[str], concatenable: bool = True) -> list[Any]:
+    """Batch, channel and space axes of the exported input (scale and unit from the entry).
+
+    Space axes state `concatenable` (the spec's flag for "may be predicted block by block"): true for
+    a network, whose tiles the halo stitches seamlessly; false for a model that clusters its input
+    into instance labels, which only a whole image gives consistently."""
     from bioimageio.spec.model import v0_5
 
     tensor = entry.inputs[0]
@@ -94,7 +98,7 @@ def input_axes(entry: Entry, sizes: list[AxisSize], notes: list[str]) -> list[An
             notes.append(f"inputs[0].axes[{axis.id}]: {note}")
         shape = v0_5.ParameterizedSize(min=size.min, step=size.step) if size.step else size.min
         axes.append(v0_5.SpaceInputAxis(id=v0_5.AxisId(axis.id), size=shape, scale=axis.scale, unit=unit,
-                                        description=axis.description or ""))
+                                        description=axis.description or "", concatenable=concatenable))
     return axes
 
 

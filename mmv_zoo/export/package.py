@@ -38,8 +38,9 @@ LABEL_AGREEMENT = 0.999
 CLASS_LABELS_OUTPUT = "class labels (argmax of the probabilities; 0: background)"
 LABELS_OUTPUT = "instance labels (0: background), uint16; the embeddings clustered inside the model"
 LABELS_NOTE = ("The model clusters whole images into instance labels: predict each image in one piece (the "
-               "output halo is the context to pad around it); a consumer that tiles it clusters every tile on "
-               "its own, so labels restart in each tile.")
+               "output halo is the context to pad around it); its space axes are declared not concatenable "
+               "(not to be predicted block by block), and a consumer that tiles it anyway clusters every tile "
+               "on its own, so labels restart in each tile.")
 MMV_IM2IM = {
     "text": "Sonneck J, Zhou Y, Chen J. MMV_Im2Im: an open source microscopy machine vision toolbox for "
             "image-to-image transformation. GigaScience (2024).",
@@ -242,7 +243,7 @@ class _Builder:
         self.torch_version = torch.__version__.split("+")[0]
         self.space_ids = [s.id for s in sizes]
         self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
-        self.input_axes = input_axes(entry, sizes, self.notes)
+        self.input_axes = input_axes(entry, sizes, self.notes, concatenable=not labels)
         self.mask_threshold = mask_threshold(entry)  # a mask domain: the package outputs 0/1, not raw values
         if self.mask_threshold is not None:
             self.notes.append(f"the output is a mask: the generated values are binarized at "

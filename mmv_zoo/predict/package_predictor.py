@@ -240,6 +240,14 @@ def labels_inside(config: Any) -> bool:
     return isinstance(mmv, dict) and mmv.get("task") == "instance" and mmv.get("package_output") == "labels"
 
 
+def not_concatenable(tensor: Any) -> list[str]:
+    """The space axes a package's input declares, in so many words, not concatenable (BioImage.IO's flag
+    for "not to be predicted block by block", as a labels package of ours does). The flag left at its
+    default is not read so: packages written without it are tiled by every consumer."""
+    return [str(a.id) for a in tensor.axes
+            if a.type == "space" and "concatenable" in a.model_fields_set and not a.concatenable]
+
+
 def check_label_options(source: Any, probabilities: bool, threshold: float | None, halo: Any) -> None:
     """RunError for the options a labels package cannot honour, naming the option."""
     what = f"{source}: this package outputs instance labels clustered inside its model"
@@ -322,8 +330,12 @@ class PackagePredictor(Predictor):
             warnings.simplefilter("ignore")
             self.pipeline = create_prediction_pipeline(descr, weight_format=self.weight_format)
         self.plan_rules, self.halo = self._tiling()
-        self.labels_inside = labels_inside(descr.config)  # whole images: one tile with the halo around
-        if halo is not None and not self.labels_inside:
+        self.labels_inside = labels_inside(descr.config)
+        self.whole = self.labels_inside or bool(not_concatenable(self.input))  # one tile, the halo around
+        if halo is not None and self.whole and not self.labels_inside:
+            raise RunError(f"{source}: --halo: the package declares its space axes {not_concatenable(self.input)} "
+                           "not concatenable, so its images are predicted whole and no halo is chosen")
+        if halo is not None and not self.whole:
             if self.plan_rules is None:
                 raise DataError(f"{source}: --halo: this package's output is not its input's size, so "
                                 "bioimageio.core tiles it with its own halo")
@@ -355,10 +367,10 @@ class PackagePredictor(Predictor):
         the stitched output. Packages whose output is not the input's size (scaled or offset axes)
         are tiled by bioimageio.core instead.
         """
+        if self.whole:
+            return self._whole(x), self.channel_names
         if self.plan_rules is None:
             return self._predict_with_core_blocking(x)
-        if self.labels_inside:
-            return self._whole(x), self.channel_names
         from bioimageio.core import Sample
 
         sample = self._sample(x)
@@ -376,8 +388,14 @@ class PackagePredictor(Predictor):
         return np.asarray(self._ours(out.members[self.output.id], self.output.axes), np.float32), self.channel_names
 
     def _whole(self, x: np.ndarray) -> np.ndarray:
-        """A labels package on one whole image through bioimageio.core, which pads it by the halo
-        (symmetric; not with border `image`) and crops the labels; padded first to a valid size."""
+        """A package that must see whole images (a labels package, or one whose space axes are declared
+        not concatenable) on one whole image through bioimageio.core, which pads it by the halo
+        (symmetric; not with border `image`) and crops the output; padded first to a valid size."""
+        if self.plan_rules is None:  # an output of another size: the image as given, core checks its size
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = self.pipeline.predict_sample_without_blocking(self._sample(x))
+            return np.asarray(self._ours(out.members[self.output.id], self.output.axes), np.float32)
         halo = [0] * len(self.halo) if self.border == "image" else self.halo
         extra = whole_image_padding(x.shape[1:], self.plan_rules, halo)
         padded = np.pad(x, [(0, 0), *((0, e) for e in extra)], mode="symmetric")
