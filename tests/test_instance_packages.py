@@ -151,6 +151,47 @@ def test_bare_torchscript_reproduces_the_test_output(packages):
     np.testing.assert_array_equal(got.astype(np.uint16), want)
 
 
+def test_labels_reach_the_edge_of_an_image_given_without_padding(fitted, packages):
+    """bioimageio.core 0.9.6 predicts a whole image without padding it by the halo: the model then
+    clusters it to its edge. Padded by the halo (symmetric as bioimageio.core 0.11 and mmv-zoo predict
+    pad, reflect, edge or zeros), only the image inside is clustered and the padding is labelled 0.
+    Unpadded or mirrored, the labels match the run's (`mmv-zoo predict` on the run mirrors the border)."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import create_sample_for_model
+    from bioimageio.spec import load_description
+
+    from mmv_zoo.predict.engine import RunPredictor
+
+    ckpt, img, _, _ = fitted
+    labels, _ = packages
+    run_labels = RunPredictor(ckpt).predict(img)[0][0]
+    descr = load_description(labels)
+    halo = [a.halo for a in descr.outputs[0].axes if a.type == "space"]
+    band = np.ones(run_labels.shape, bool)
+    band[tuple(slice(h, n - h) for h, n in zip(halo, run_labels.shape, strict=True))] = False
+    assert run_labels[band].any()  # objects lie in the outer band the halo would cover
+    sample = create_sample_for_model(descr, inputs={descr.inputs[0].id: img[None].astype(np.float32)})
+    create_prediction_pipeline(bioimageio_model=descr, weight_format="torchscript").apply_preprocessing(sample)
+    pre = np.asarray(sample.members[descr.inputs[0].id].transpose([a.id for a in descr.inputs[0].axes]).data.values)
+    with zipfile.ZipFile(labels) as z:
+        module = torch.jit.load(io.BytesIO(z.read("weights_torchscript.pt")))
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()[0, 0]
+
+    as_is = run(pre)
+    assert as_is[band].any() and average_precision(as_is, run_labels, 0.5) >= 0.99
+    for mode in ("symmetric", "reflect", "edge", "constant"):
+        padded = run(np.pad(pre, [(0, 0), (0, 0), *((h, h) for h in halo)], mode=mode))
+        inner = tuple(slice(h, h + n) for h, n in zip(halo, run_labels.shape, strict=True))
+        outside = np.ones(padded.shape, bool)
+        outside[inner] = False
+        assert not padded[outside].any() and padded[inner].any(), mode  # the padding recognised and cut
+        if mode == "symmetric":  # the run's mirror; other paddings change the embeddings near the edge
+            assert average_precision(padded[inner], run_labels, 0.5) >= 0.99
+
+
 def test_an_image_without_objects_gives_empty_labels(fitted, packages):
     _, img, _, _ = fitted
     labels, _ = packages

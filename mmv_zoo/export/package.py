@@ -320,7 +320,7 @@ class _Builder:
         network's embeddings clustered as `mmv-zoo predict` clusters them."""
         import torch
 
-        from ..frameworks.embedseg.cluster import label_module, settings_labels
+        from ..frameworks.embedseg.cluster import image_region, label_module, settings_labels
         from ..frameworks.embedseg.embedding import entry_spacing
 
         settings, spacing = self.entry.mmv.embedseg, entry_spacing(self.entry)
@@ -331,7 +331,7 @@ class _Builder:
             except Exception as e:
                 raise ExportError(f"torchscript: compiling the network with the clustering failed "
                                   f"({type(e).__name__}: {str(e)[:300]})") from None
-            inner = tuple(slice(s.halo, n - s.halo) for s, n in zip(self.sizes, example.shape[2:], strict=True))
+            inner = tuple(slice(a, b) for a, b in image_region(example[0], [s.halo for s in self.sizes]))
             got = module(example).numpy()[0, 0][inner]
             want = settings_labels(self.net(example).numpy()[0][(slice(None), *inner)], settings, spacing)[0]
         agree = float((got == want).mean())
@@ -423,8 +423,8 @@ class _Builder:
         shown = y
         if self.labels:  # int32 labels, at most UINT16_LABELS (the module refuses more): ensure_dtype uint16
             y = y.astype(np.uint16)
-            # test tensors are the bare model's output (whose halo border is 0); the sample and cover show
-            # what a consumer gets: the input padded by the halo, the output cropped
+            # test tensors are the bare model's output on the crop as it is (clustered to its edge); the
+            # sample and cover show what a consumer gets: the input padded by the halo, the output cropped
             halo = [s.halo for s in self.sizes]
             padded = np.pad(pre, [(0, 0), (0, 0), *((h, h) for h in halo)], mode="symmetric")
             with torch.no_grad():

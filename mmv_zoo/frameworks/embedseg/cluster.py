@@ -76,15 +76,54 @@ def cluster(output: torch.Tensor, spacing: list[float], n_sigma: int, seed_thres
     return labels
 
 
+def padded_side(x: torch.Tensor, dim: int, halo: int, low: bool) -> bool:
+    """Whether the `halo` outermost pixels of `x` along `dim` (the low or the high side) are padding of
+    the pixels next to them: their mirror (symmetric or reflect), the edge pixel repeated, or one
+    constant -- what consumers pad an image with. Real neighbouring image data is none of these."""
+    n = x.shape[dim]
+    if low:
+        strip = x.narrow(dim, 0, halo)
+        symmetric = x.narrow(dim, halo, halo).flip([dim])
+        reflect = x.narrow(dim, halo + 1, halo).flip([dim])
+        edge = x.narrow(dim, halo, 1)
+    else:
+        strip = x.narrow(dim, n - halo, halo)
+        symmetric = x.narrow(dim, n - 2 * halo, halo).flip([dim])
+        reflect = x.narrow(dim, n - 2 * halo - 1, halo).flip([dim])
+        edge = x.narrow(dim, n - halo - 1, 1)
+    if torch.equal(strip, symmetric) or torch.equal(strip, reflect) or torch.equal(strip, edge.expand_as(strip)):
+        return True
+    return bool((strip == strip.flatten()[0]).all())
+
+
+def image_region(x: torch.Tensor, halo: list[int]) -> list[list[int]]:
+    """[start, stop) per space axis of one input (C, *S): what lies inside the padding a consumer put
+    around the image. A side is cut by the halo where those pixels are padding (`padded_side`), kept
+    where they are not (an image given as it is, or a tile's real neighbourhood)."""
+    region: list[list[int]] = []
+    for a in range(len(halo)):
+        n, h = x.shape[1 + a], halo[a]
+        start, stop = 0, n
+        if h > 0 and n > 2 * h + 1:
+            if padded_side(x, 1 + a, h, True):
+                start = h
+            if padded_side(x, 1 + a, h, False):
+                stop = n - h
+        region.append([start, stop])
+    return region
+
+
 class LabelModel(nn.Module):
     """An embedding network and the clustering in one module, for TorchScript: (B, C, *S) input ->
     (B, 1, *S) int32 instance labels (0: background), each image clustered whole with fixed settings.
     What an instance package's weights run, so that any consumer gets labels, not embeddings.
 
     `halo` (pixels per space axis) is the context a consumer pads around the image and crops from the
-    output (the package's output halo): only the embeddings inside it are clustered, as `mmv-zoo
-    predict` clusters only the image's, so objects of the padding never leave fragments in the image;
-    the halo itself is labelled 0. More than `max_labels` instances in an image raise a RuntimeError
+    output (the package's output halo). Where an input's outer `halo` pixels are padding (mirrored,
+    repeated or constant: `image_region`), only the embeddings inside are clustered, as `mmv-zoo predict`
+    clusters only the image's, so objects of the padding never leave fragments in the image, and the
+    padding is labelled 0; an image given without padding (bioimageio.core 0.9.6 predicts whole images
+    so) is clustered to its edge. More than `max_labels` instances in an image raise a RuntimeError
     saying so (the package's labels are uint16; `mmv-zoo predict` on the run or on an embeddings
     package writes uint32 then)."""
 
@@ -101,16 +140,16 @@ class LabelModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.net(x)
         out = torch.zeros([y.shape[0], 1] + y.shape[2:], dtype=torch.int32, device=y.device)
-        inner, core = y, out
-        for a in range(len(self.halo)):
-            h = self.halo[a]
-            if h > 0 and y.shape[2 + a] > 2 * h:
-                inner = inner.narrow(2 + a, h, y.shape[2 + a] - 2 * h)
-                core = core.narrow(2 + a, h, y.shape[2 + a] - 2 * h)
         for b in range(y.shape[0]):
-            labels = cluster(inner[b], self.spacing, self.n_sigma, self.seed_threshold, self.foreground_threshold,
+            inner, core = y[b], out[b, 0]
+            region = image_region(x[b], self.halo)
+            for a in range(len(region)):
+                start, stop = region[a][0], region[a][1]
+                inner = inner.narrow(1 + a, start, stop - start)
+                core = core.narrow(a, start, stop - start)
+            labels = cluster(inner, self.spacing, self.n_sigma, self.seed_threshold, self.foreground_threshold,
                              self.min_size, None, self.max_labels)
-            core[b, 0].copy_(labels.to(torch.int32))
+            core.copy_(labels.to(torch.int32))
         return out
 
 
