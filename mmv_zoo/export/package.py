@@ -41,6 +41,9 @@ LABELS_NOTE = ("The model clusters whole images into instance labels: predict ea
                "output halo is the context to pad around it); its space axes are declared not concatenable "
                "(not to be predicted block by block), and a consumer that tiles it anyway clusters every tile "
                "on its own, so labels restart in each tile.")
+LABELS_NORMALIZATION = ("The model takes raw images: it normalizes them itself ({kind}, per channel) with the "
+                        "statistics of the image inside the padding a consumer adds, so every consumer, padding "
+                        "or not, gives the network the inputs mmv-zoo predict gives it.")
 MMV_IM2IM = {
     "text": "Sonneck J, Zhou Y, Chen J. MMV_Im2Im: an open source microscopy machine vision toolbox for "
             "image-to-image transformation. GigaScience (2024).",
@@ -243,6 +246,9 @@ class _Builder:
         self.torch_version = torch.__version__.split("+")[0]
         self.space_ids = [s.id for s in sizes]
         self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
+        if labels:  # the model normalizes its input itself, with the statistics of the image inside any padding
+            self.pre = self.pre[:1]
+            self.notes = [LABELS_NORMALIZATION.format(kind=entry.mmv.data.normalization.source.kind)]
         self.input_axes = input_axes(entry, sizes, self.notes, concatenable=not labels)
         self.mask_threshold = mask_threshold(entry)  # a mask domain: the package outputs 0/1, not raw values
         if self.mask_threshold is not None:
@@ -298,7 +304,7 @@ class _Builder:
 
         example = torch.from_numpy(_roughly_normalized(x))
         if self.labels:
-            return self._label_torchscript(example)
+            return self._label_torchscript(example, torch.from_numpy(np.ascontiguousarray(x, np.float32)))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -315,25 +321,33 @@ class _Builder:
             )
         traced.save(str(self.path("torchscript")))
 
-    def _label_torchscript(self, example: Any) -> None:
-        """The network traced and the clustering compiled around it (`LabelModel`); checked against the
-        network's embeddings clustered as `mmv-zoo predict` clusters them."""
+    def _label_torchscript(self, example: Any, raw: Any) -> None:
+        """The network traced on `example` and the normalization and clustering compiled around it
+        (`LabelModel`); checked on the `raw` test input against mmv_zoo's normalization, network and
+        clustering (`mmv-zoo predict`'s)."""
         import torch
 
         from ..frameworks.embedseg.cluster import image_region, label_module, settings_labels
         from ..frameworks.embedseg.embedding import entry_spacing
+        from ..transforms.normalize import normalizer
+        from ..transforms.torch_normalize import norm_arguments
 
         settings, spacing = self.entry.mmv.embedseg, entry_spacing(self.entry)
+        norm = self.entry.mmv.data.normalization.source
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                module = label_module(self.net, settings, spacing, [s.halo for s in self.sizes], example)
+                module = label_module(self.net, settings, spacing, [s.halo for s in self.sizes], example,
+                                      norm=norm_arguments(norm))
             except Exception as e:
                 raise ExportError(f"torchscript: compiling the network with the clustering failed "
                                   f"({type(e).__name__}: {str(e)[:300]})") from None
-            inner = tuple(slice(a, b) for a, b in image_region(example[0], [s.halo for s in self.sizes]))
-            got = module(example).numpy()[0, 0][inner]
-            want = settings_labels(self.net(example).numpy()[0][(slice(None), *inner)], settings, spacing)[0]
+            inner = tuple(slice(a, b) for a, b in image_region(raw[0], [s.halo for s in self.sizes]))
+            got = module(raw).numpy()[0, 0][inner]
+            image = raw[0].numpy()
+            normalized = normalizer(image[(slice(None), *inner)], norm)(image)  # the image's statistics
+            embeddings = self.net(torch.from_numpy(np.ascontiguousarray(normalized, np.float32))[None]).numpy()[0]
+            want = settings_labels(embeddings[(slice(None), *inner)], settings, spacing)[0]
         agree = float((got == want).mean())
         if agree < LABEL_AGREEMENT:
             raise ExportError(f"torchscript: the compiled labels agree with the clustered embeddings on only "

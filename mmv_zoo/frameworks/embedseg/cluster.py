@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...transforms.torch_normalize import normalize_region
 from .embedding import SIGMA_SCALE, coordinate_grid, entry_spacing
 
 OVERLAP = 0.5
@@ -123,26 +124,34 @@ class LabelModel(nn.Module):
     repeated or constant: `image_region`), only the embeddings inside are clustered, as `mmv-zoo predict`
     clusters only the image's, so objects of the padding never leave fragments in the image, and the
     padding is labelled 0; an image given without padding (bioimageio.core 0.9.6 predicts whole images
-    so) is clustered to its edge. More than `max_labels` instances in an image raise a RuntimeError
+    so) is clustered to its edge. With `norm` (`normalize_region`'s arguments) the module takes raw
+    images and normalizes them itself with the statistics of that same region, the image's, whatever
+    padding a consumer added. More than `max_labels` instances in an image raise a RuntimeError
     saying so (the package's labels are uint16; `mmv-zoo predict` on the run or on an embeddings
     package writes uint32 then)."""
 
     def __init__(self, net: nn.Module, spacing: Sequence[float], n_sigma: int, seed_threshold: float,
                  foreground_threshold: float, min_size: int, halo: Sequence[int] | None = None,
-                 max_labels: int = UINT16_LABELS) -> None:
+                 max_labels: int = UINT16_LABELS, norm: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.net = net
+        norm = norm or {"kind": "none"}
+        self.norm_kind = str(norm["kind"])
+        self.norm_lower, self.norm_upper = float(norm.get("lower", 1.0)), float(norm.get("upper", 99.8))
+        self.norm_clip, self.norm_signed = bool(norm.get("clip", False)), bool(norm.get("signed", False))
+        self.norm_z_chunk = int(norm.get("z_chunk", 32))
         self.spacing = [float(s) for s in spacing]
         self.halo = [int(h) for h in halo] if halo is not None else [0] * len(self.spacing)
         self.n_sigma, self.min_size, self.max_labels = int(n_sigma), int(min_size), int(max_labels)
         self.seed_threshold, self.foreground_threshold = float(seed_threshold), float(foreground_threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.net(x)
-        out = torch.zeros([y.shape[0], 1] + y.shape[2:], dtype=torch.int32, device=y.device)
-        for b in range(y.shape[0]):
-            inner, core = y[b], out[b, 0]
+        out = torch.zeros([x.shape[0], 1] + x.shape[2:], dtype=torch.int32, device=x.device)
+        for b in range(x.shape[0]):
             region = image_region(x[b], self.halo)
+            xb = normalize_region(x[b], region, self.norm_kind, self.norm_lower, self.norm_upper, self.norm_clip,
+                                  self.norm_signed, self.norm_z_chunk)
+            inner, core = self.net(xb.unsqueeze(0))[0], out[b, 0]
             for a in range(len(region)):
                 start, stop = region[a][0], region[a][1]
                 inner = inner.narrow(1 + a, start, stop - start)
@@ -154,12 +163,13 @@ class LabelModel(nn.Module):
 
 
 def label_module(net: nn.Module, settings: Any, spacing: Sequence[float], halo: Sequence[int], example: torch.Tensor,
-                 max_labels: int = UINT16_LABELS) -> torch.jit.ScriptModule:
-    """`LabelModel` as one TorchScript module: `net` traced on `example`, the clustering (with the
-    entry's `embedseg` settings) compiled around it."""
+                 max_labels: int = UINT16_LABELS, norm: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
+    """`LabelModel` as one TorchScript module: `net` traced on `example` (a normalized input), the
+    clustering (with the entry's `embedseg` settings) and, with `norm`, the normalization compiled
+    around it."""
     traced = torch.jit.trace(net.eval(), example, check_trace=False)
     model = LabelModel(traced, spacing, settings.sigmas(len(spacing)), settings.seed_threshold,
-                       settings.foreground_threshold, settings.min_size, halo, max_labels)
+                       settings.foreground_threshold, settings.min_size, halo, max_labels, norm)
     return torch.jit.script(model.eval())
 
 
