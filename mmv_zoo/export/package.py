@@ -241,8 +241,8 @@ class _Builder:
         self.sizes, self.formats, self.labels, self.class_labels = sizes, formats, labels, class_labels
         self.net = model.inference_model().eval().cpu()
         self.exported = WithClassLabels(self.net).eval() if class_labels else self.net
-        self.class_dtype = "uint8" if entry.out_channels <= 256 else "uint16"
         """What the torchscript and onnx weights run: the network, with the class labels as a second output."""
+        self.class_dtype = "uint8" if entry.out_channels <= 256 else "uint16"
         self.torch_version = torch.__version__.split("+")[0]
         self.space_ids = [s.id for s in sizes]
         self.pre, self.notes = preprocessing_steps(entry.mmv.data.normalization.source, self.space_ids)
