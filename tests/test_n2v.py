@@ -251,14 +251,15 @@ def test_evaluate_scores_a_denoiser_against_clean_references_after_an_affine_fit
         evaluate(n2v_run, tmp_path / "noref", tmp_path / "ev2")
 
 
-def test_a_killed_n2v_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("name", ["denoise_2d_n2v", "denoise_2d_n2v2"])  # n2v2: with its moving average
+def test_a_killed_n2v_run_resumes_to_the_weights_of_an_uninterrupted_one(name, tmp_path):
     from mmv_zoo.run import load_model
     from mmv_zoo.training.train import resume, train
 
     overrides = [*TINY, "training.patches_per_image=64", "training.checkpoint.last_every_n_steps=3"]  # 16 steps
     out = tmp_path / "runs"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, "-m", "mmv_zoo", "train", "denoise_2d_n2v", "--data", str(HYBISS),
+    proc = subprocess.Popen([sys.executable, "-m", "mmv_zoo", "train", name, "--data", str(HYBISS),
                              "--out", str(out), "--no-progress", *sum((["--set", o] for o in overrides), [])],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -268,14 +269,14 @@ def test_a_killed_n2v_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_pat
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    (folder,) = out.glob("denoise_2d_n2v/*")
+    (folder,) = out.glob(f"{name}/*")
     killed_at = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
     assert 0 < killed_at < 16
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         resume(folder, progress=False)
-        straight = train(load_entry("denoise_2d_n2v", overrides), HYBISS, tmp_path / "straight", progress=False)
+        straight = train(load_entry(name, overrides), HYBISS, tmp_path / "straight", progress=False)
     finally:
         torch.set_num_threads(threads)
     info = json.loads((folder / "run.json").read_text())
@@ -284,6 +285,14 @@ def test_a_killed_n2v_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_pat
     b = load_model(straight.last_checkpoint).state_dict()
     for k in a:  # the same batches and the same masks: the same weights
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    ckpt = torch.load(straight.last_checkpoint, weights_only=False)
+    assert ("current_model_state" in ckpt) == (name == "denoise_2d_n2v2")
+    if "current_model_state" in ckpt:  # the checkpoint's weights are the average, not the last step's
+        raw, averaged = ckpt["current_model_state"], ckpt["state_dict"]
+        assert max(float((raw[k] - averaged[k]).abs().max()) for k in raw if raw[k].is_floating_point()) > 1e-4
+        resumed_raw = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["current_model_state"]
+        for k in raw:
+            torch.testing.assert_close(resumed_raw[k], raw[k], rtol=1e-4, atol=1e-5)
 
 
 def test_noise2noise_trains_on_two_noisy_acquisitions(tmp_path):

@@ -228,6 +228,19 @@ def test_early_stopping_and_swa_take_effect(data6, tmp_path):
     assert json.loads((plain.folder / "run.json").read_text())["stopped_early"] is False
 
 
+def test_the_moving_average_warms_up_then_keeps_its_decay():
+    from mmv_zoo.training.callbacks import WarmEMA
+
+    ema = WarmEMA(0.99)
+    average, current = torch.zeros(3), torch.ones(3)
+    # after n updates the average keeps min(0.99, (1 + n) / (10 + n)) of itself
+    torch.testing.assert_close(ema(average, current, torch.tensor(0)), torch.full((3,), 0.9))
+    torch.testing.assert_close(ema(average, current, torch.tensor(10)), torch.full((3,), 1 - 11 / 20))
+    torch.testing.assert_close(ema(average, current, torch.tensor(10_000)), torch.full((3,), 0.01))
+    counter = ema(torch.tensor(5), torch.tensor(9), torch.tensor(3))  # batch norm's num_batches_tracked
+    assert counter.dtype == torch.int64 and int(counter) == 9
+
+
 def test_trainer_settings_are_validated():
     bad = {
         "training.strategy=horovod": "training.strategy",
@@ -235,10 +248,12 @@ def test_trainer_settings_are_validated():
         "training.swa={swa_lrs: 0.01, swa_epoch_start: 99}": "averaging would never start",
         "training.devices=0": "at least 1 device",
         "training.accumulate_grad_batches=0": "accumulate_grad_batches",
+        "training.ema={decay: 1.0}": "training.ema.decay",
+        "training.swa={swa_lrs: 0.01} | training.ema={decay: 0.9}": "choose one weight average",
     }
-    for override, words in bad.items():
+    for overrides, words in bad.items():
         with pytest.raises(EntryError, match=words):
-            load_entry("nuclei_semseg_2d", [override])
+            load_entry("nuclei_semseg_2d", overrides.split(" | "))
     t = load_entry("nuclei_semseg_2d", ["training.gradient_clip_val=0.5", "training.num_nodes=2",
                                         "training.strategy=ddp"]).mmv.training
     assert t.gradient_clip_val == 0.5 and t.num_nodes == 2
@@ -260,6 +275,8 @@ def test_optional_logger_missing_is_a_clear_error(data6, tmp_path):
 def test_gan_frameworks_refuse_options_they_cannot_use(tmp_path):
     with pytest.raises(EntryError, match="training.gradient_clip_val: not available for framework pix2pix"):
         load_entry("synthetic_2d_pix2pix", ["training.gradient_clip_val=1.0"])
+    with pytest.raises(EntryError, match="training.ema: not available for framework cyclegan"):
+        load_entry("synthetic_2d_cyclegan", ["training.ema={decay: 0.99}"])
 
 
 # --- failure safety -----------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ def check_framework(entry: Any, spec: FrameworkSpec) -> None:
                          f"framework {spec.kind} does not use them")
     if spec.manual_optimization:
         t = mmv.training
-        used = [name for name, on in (("swa", t.swa is not None), ("gradient_clip_val", t.gradient_clip_val),
+        used = [name for name, on in (("swa", t.swa is not None), ("ema", t.ema is not None),
+                                      ("gradient_clip_val", t.gradient_clip_val),
                                       ("accumulate_grad_batches", t.accumulate_grad_batches > 1)) if on]
         if used:
             raise ValueError(f"config.mmv_zoo.training.{used[0]}: not available for framework {spec.kind} "

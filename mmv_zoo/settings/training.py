@@ -155,6 +155,17 @@ class SWASettings(Strict):
         return v
 
 
+class EMASettings(Strict):
+    """An exponential moving average of the weights (Lightning's EMAWeightAveraging), updated after
+    every optimizer step: validation, the checkpoints, predict and export use the averaged weights;
+    training goes on from the raw ones. Smooths the step-to-step swings of a noisy loss (blind-spot
+    training's) at no extra cost per step."""
+
+    decay: float = Field(default=0.99, gt=0, lt=1)
+    """Weight of the average at each update (0.99: about the last 100 steps). It warms up as
+    min(decay, (1 + n) / (10 + n)) after n updates, so a short run is not held at its initial weights."""
+
+
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "ddp_notebook", "fsdp")
 LOGGERS = ("csv", "tensorboard", "mlflow")
 
@@ -211,6 +222,8 @@ class TrainingSettings(Strict):
     """Stop early when validation stops improving (off when unset)."""
     swa: SWASettings | None = None
     """Stochastic weight averaging (off when unset)."""
+    ema: EMASettings | None = None
+    """A moving average of the weights, used for validation, checkpoints and prediction (off when unset)."""
     loggers: list[Literal[LOGGERS]] = ["csv"]  # type: ignore[valid-type]
     """`csv` (always: metrics.csv and the loss curve come from it), plus `tensorboard` (extra
     `tensorboard`) and `mlflow` (extra `mlflow`; MLFLOW_TRACKING_URI, default ./mlruns)."""
@@ -246,4 +259,6 @@ class TrainingSettings(Strict):
                 and self.swa.swa_epoch_start > self.max_epochs:
             raise ValueError(f"swa.swa_epoch_start ({self.swa.swa_epoch_start}) is after max_epochs "
                              f"({self.max_epochs}): averaging would never start")
+        if self.swa is not None and self.ema is not None:
+            raise ValueError("ema: choose one weight average, swa or ema (both are set)")
         return self

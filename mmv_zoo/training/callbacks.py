@@ -146,6 +146,29 @@ class ScaleLearningRate(pl.Callback):
                 sched.min_lrs = [lr * self.factor for lr in sched.min_lrs]
 
 
+class WarmEMA:
+    """The moving average of a weight with a warm-up: after n updates the average keeps
+    min(decay, (1 + n) / (10 + n)) of itself. Integer buffers (batch-norm counters) take the current value."""
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+
+    def __call__(self, average: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not average.is_floating_point():
+            return current
+        keep = torch.clamp((1 + n) / (10 + n), max=self.decay).to(average.dtype)
+        return average + (current - average) * (1 - keep)
+
+
+def moving_average(decay: float) -> pl.Callback:
+    """Lightning's weight averaging with `WarmEMA` after every optimizer step: validation runs on the
+    average, checkpoints hold it as their weights (and the raw weights for resuming), and the model
+    ends training with it."""
+    from pytorch_lightning.callbacks import WeightAveraging
+
+    return WeightAveraging(avg_fn=WarmEMA(decay))
+
+
 class StopOnNonFiniteLoss(pl.Callback):
     """Stop at the first NaN or infinite training loss, naming the epoch and the step."""
 

@@ -24,6 +24,7 @@ from .callbacks import (
     StopRequested,
     TrainingStopped,
     explain_failure,
+    moving_average,
 )
 from .plots import plot_metrics
 from .report import EpochLines
@@ -175,7 +176,9 @@ def train(entry: Entry, data: Path, out: Path = Path("runs"), progress: bool = T
                                  mode=mode, save_top_k=1 if latest else t.checkpoint.save_top_k,
                                  every_n_epochs=t.checkpoint.every_n_epochs, save_last=False)
     last = LastCheckpoint(run.last_checkpoint, t.checkpoint.last_every_n_steps)
-    callbacks = [checkpoint, last, StopOnNonFiniteLoss(), *(callbacks or [])]
+    # the weight average first: it updates after a step before `last` saves that step
+    averaging = [moving_average(t.ema.decay)] if t.ema is not None else []
+    callbacks = [*averaging, checkpoint, last, StopOnNonFiniteLoss(), *(callbacks or [])]
     early = None
     if t.early_stopping is not None:
         es = t.early_stopping
