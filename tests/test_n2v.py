@@ -95,6 +95,29 @@ def test_structn2v_masks_the_declared_line(dims, axis):
     assert torch.equal(changed, line)  # exactly the lines through the masked pixels, along the axis
 
 
+def test_structn2v_never_replaces_from_the_masked_line():
+    """Along the line the noise is correlated with the masked pixel's: a replacement from there would
+    hand the network the noise it must not predict. N2V draws from the rest of the neighbourhood, N2V2
+    takes the median of the rest."""
+    shape = (4, 1, 64, 64)
+    struct = {"axis": "x", "span": 5}
+    # N2V: rows of one value each (plus a little per column, so every pixel differs)
+    x = torch.arange(64, dtype=torch.float32)[:, None] + 0.001 * torch.arange(64)[None, :]
+    m = mask_batch(x.expand(shape).contiguous(), N2VSettings(masked_fraction=0.01, struct_mask=struct),
+                   torch.Generator().manual_seed(5))
+    rows, values = m.index[2].float(), m.inputs[m.index]
+    assert ((values - rows).abs() > 0.5).all()  # never from the pixel's own row
+    assert ((values - rows).abs().round() <= 2).all()  # from the rows one or two away
+    # N2V2: even rows 1000, odd rows 0; without its own row a pixel's 5x5 holds ten of each (median
+    # 500); with it the median would be its own row's value
+    x = (torch.arange(64)[:, None] % 2 == 0).float().expand(64, 64) * 1000
+    m = mask_batch(x.expand(shape).contiguous(), N2VSettings(masked_fraction=0.01, replacement="median",
+                                                             struct_mask=struct), torch.Generator().manual_seed(5))
+    inner = (m.index[2] >= 2) & (m.index[2] < 62) & (m.index[3] >= 2) & (m.index[3] < 62)  # no mirrored border
+    values = m.inputs[m.index][inner]
+    assert len(values) > 50 and (values == 500).all()
+
+
 def test_the_loss_counts_the_masked_pixels_only():
     entry = load_entry("denoise_2d_n2v", ["network.channels=4"])
     model = N2V(entry.model_dump(mode="json"))

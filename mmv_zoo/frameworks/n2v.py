@@ -78,7 +78,16 @@ def mask_batch(x: torch.Tensor, settings: Any, generator: torch.Generator) -> Ma
     b, c, pos = index[0], index[1], torch.stack(index[2:], dim=-1)  # pos (N, D)
     n = pos.shape[0]
     size = torch.tensor(shape, device=device)
-    offsets = _offsets(dims, settings.neighbourhood // 2).to(device)
+    offsets = _offsets(dims, settings.neighbourhood // 2)
+    sm = settings.struct_mask
+    if sm is not None:
+        # structN2V: the replacement never comes from the line masked through the pixel, whose noise is
+        # correlated with the pixel's own (its median leaves that line out too)
+        axis = ("z", "y", "x")[3 - dims:].index(sm.axis)
+        others = torch.cat([offsets[:, :axis], offsets[:, axis + 1:]], dim=1)
+        on_line = (others == 0).all(dim=1) & (offsets[:, axis].abs() <= sm.span // 2)
+        offsets = offsets[~on_line]
+    offsets = offsets.to(device)
     original = x[index]
     if settings.replacement == "median":
         around = _inside(pos[:, None, :], offsets[None], size)  # (N, K, D)
@@ -92,9 +101,7 @@ def mask_batch(x: torch.Tensor, settings: Any, generator: torch.Generator) -> Ma
         value = x[(b, c, *source.unbind(-1))]
     out = x.clone()
     out[index] = value
-    sm = settings.struct_mask
     if sm is not None:
-        axis = ("z", "y", "x")[3 - dims:].index(sm.axis)
         flat = x.reshape(batch, channels, -1)
         lo, hi = flat.min(-1).values[b, c], flat.max(-1).values[b, c]  # each patch-channel's range
         for k in range(1, sm.span // 2 + 1):
