@@ -87,9 +87,19 @@ def test_labels_package_gives_what_mmv_zoo_predict_gives(fitted, packages):
     run_labels, _ = RunPredictor(ckpt).predict(img)  # the run: tiled embeddings, clustered whole
     by_core = _core_predict(labels, img)  # whole image, as bioimageio.core predicts by default
     assert by_core.dtype == np.uint16 and by_core.shape == run_labels.shape
-    assert average_precision(by_core[0], run_labels[0], 0.5) >= 0.99
-    truth_ap = average_precision(run_labels[0], lab[0], 0.5)
-    assert truth_ap >= 0.75 and average_precision(by_core[0], lab[0], 0.5) >= truth_ap
+    # bioimageio.core pads the image symmetrically by the halo: the package's model on that, inside
+    halo = [a["halo"] for a in rdf["outputs"][0]["axes"] if a["type"] == "space"]
+    with zipfile.ZipFile(labels) as z:
+        module = torch.jit.load(io.BytesIO(z.read("weights_torchscript.pt")))
+    with torch.no_grad():
+        padded = module(torch.from_numpy(np.pad(img[None], [(0, 0), (0, 0), *((h, h) for h in halo)],
+                                                mode="symmetric").astype(np.float32))).numpy()[0]
+    inner = tuple(slice(h, h + n) for h, n in zip(halo, img.shape[1:], strict=True))
+    np.testing.assert_array_equal(by_core[0], padded[0][inner])
+    # the run does not pad: the embeddings near the edge differ a little, which may split an object
+    # whose clustering is borderline (this fixture's two-disk object near the edge); both find the objects
+    assert average_precision(run_labels[0], lab[0], 0.5) >= 0.75
+    assert average_precision(by_core[0], lab[0], 0.5) >= 0.75
 
     by_predict, names = open_predictor(labels)(img)  # mmv-zoo predict PACKAGE: whole, padded as core pads
     assert names == ["labels"] and by_predict.dtype == np.uint16
@@ -155,7 +165,8 @@ def test_labels_reach_the_edge_of_an_image_given_without_padding(fitted, package
     """bioimageio.core 0.9.6 predicts a whole image without padding it by the halo: the model then
     clusters it to its edge. Padded by the halo (symmetric as bioimageio.core 0.11 and mmv-zoo predict
     pad, reflect, edge or zeros), only the image inside is clustered and the padding is labelled 0.
-    Unpadded or mirrored, the labels match the run's (`mmv-zoo predict` on the run mirrors the border)."""
+    Unpadded, the labels match the run's (`mmv-zoo predict` on a run stops tiles at the image border);
+    padded symmetrically, bioimageio.core 0.11's."""
     from bioimageio.core import create_prediction_pipeline
     from bioimageio.core.digest_spec import create_sample_for_model
     from bioimageio.spec import load_description
@@ -188,8 +199,8 @@ def test_labels_reach_the_edge_of_an_image_given_without_padding(fitted, package
         outside = np.ones(padded.shape, bool)
         outside[inner] = False
         assert not padded[outside].any() and padded[inner].any(), mode  # the padding recognised and cut
-        if mode == "symmetric":  # the run's mirror; other paddings change the embeddings near the edge
-            assert average_precision(padded[inner], run_labels, 0.5) >= 0.99
+        if mode == "symmetric":  # as bioimageio.core 0.11 pads: its labels
+            np.testing.assert_array_equal(padded[inner], _core_predict(labels, img)[0])
 
 
 def test_an_image_without_objects_gives_empty_labels(fitted, packages):
